@@ -1,0 +1,75 @@
+"""Wiring: builds every component of a daemon from its config. The only module that
+knows everyone; components receive collaborators as constructor arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from mirror.clock import Clock
+from mirror.config import Config
+from mirror.http.middleware import ACCESS_LOG_ON, access_middleware, errors_middleware
+from mirror.http.routes import setup_routes
+from mirror.services import Services, open_services
+
+log = logging.getLogger("mirror")
+
+SERVICES = web.AppKey("services", Services)
+FLUSH_INTERVAL = 2.0
+
+
+def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
+    app = web.Application(middlewares=[access_middleware, errors_middleware], client_max_size=1 << 20)
+    app[ACCESS_LOG_ON] = config.server.access_log
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        svc = await open_services(config, clock=clock)
+        app[SERVICES] = svc
+        flusher = asyncio.create_task(_flush_loop(svc))
+        yield
+        flusher.cancel()
+        try:
+            await flusher
+        except asyncio.CancelledError:
+            pass
+        await svc.close()
+
+    app.cleanup_ctx.append(lifetime)
+    setup_routes(app)
+    return app
+
+
+async def _flush_loop(svc: Services) -> None:
+    """Batched writes of access times and counters (never one write per request)."""
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL)
+        try:
+            await svc.catalog.meta.flush()
+        except Exception:
+            log.exception("flushing access records failed; will retry")
+
+
+async def serve(config: Config) -> None:
+    """Run the daemon until SIGTERM or SIGINT, then shut down cleanly."""
+    app = build_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
+    await site.start()
+    sockets = site._server.sockets if site._server else []  # noqa: SLF001 - the bound port for port 0
+    port = sockets[0].getsockname()[1] if sockets else config.server.port
+    log.info("serving on http://%s:%d (data %s, upstream %s)", config.server.host, port, config.store.data_dir, config.upstream.url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()

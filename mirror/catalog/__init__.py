@@ -1,0 +1,34 @@
+"""The catalog: every fact about repos and content, in SQLite. Every SQL statement of the
+project lives in this package.
+
+`Catalog` groups the per-noun parts (`repos`, `content`, `meta`) over one `Database`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mirror.catalog.content import ContentCatalog, StoreStats
+from mirror.catalog.db import Database
+from mirror.catalog.meta import MetaCatalog
+from mirror.catalog.repos import RepoCatalog, RepoRow
+from mirror.clock import Clock, SystemClock
+
+__all__ = ["Catalog", "StoreStats", "RepoRow"]
+
+
+class Catalog:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+        self.repos = RepoCatalog(db, clock.now)
+        self.content = ContentCatalog(db, clock.now)
+        self.meta = MetaCatalog(db, clock.now)
+
+    @classmethod
+    async def open(cls, path: Path, clock: Clock | None = None) -> "Catalog":
+        return cls(await Database.open(path), clock or SystemClock())
+
+    async def close(self) -> None:
+        await self.meta.flush()
+        await self.db.close()

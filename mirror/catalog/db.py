@@ -1,0 +1,113 @@
+"""The SQLite connection: WAL mode, foreign keys, busy timeout, migrations at open.
+
+One `Database` per process holds one aiosqlite connection (its own thread). Statements
+of concurrent coroutines are serialised by an asyncio lock around each unit of work, so a
+transaction never interleaves with another's statements. Several processes may open the
+same file: WAL lets readers run beside one writer, and `busy_timeout` makes writers wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterable
+
+import aiosqlite
+
+from mirror.catalog.migrations import MIGRATIONS
+from mirror.errors import StorageError
+
+
+class Database:
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> "Database":
+        try:
+            conn = await aiosqlite.connect(str(path), isolation_level=None, timeout=30.0)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open catalog {path}: {exc}") from None
+        conn.row_factory = sqlite3.Row
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=FULL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA busy_timeout=30000")
+        db = cls(conn, path)
+        await db._migrate()
+        return db
+
+    async def _migrate(self) -> None:
+        async with self._lock:
+            # BEGIN IMMEDIATE so two processes starting at once do not both migrate.
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = await self._conn.execute("PRAGMA user_version")
+                (version,) = await cur.fetchone()  # type: ignore[misc]
+                if version > len(MIGRATIONS):
+                    raise StorageError(f"{self.path}: catalog schema {version} is newer than this build")
+                for n in range(version, len(MIGRATIONS)):
+                    await _run_script(self._conn, MIGRATIONS[n])
+                    await self._conn.execute(f"PRAGMA user_version={n + 1}")
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    # --- units of work ---------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on error."""
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            else:
+                await self._conn.execute("COMMIT")
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        async with self._lock:
+            cur = await self._conn.execute(sql, tuple(params))
+            rows = await cur.fetchall()
+            await cur.close()
+            return list(rows)
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        async with self._lock:
+            cur = await self._conn.execute(sql, tuple(params))
+            row = await cur.fetchone()
+            await cur.close()
+            return row
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
+        async with self._lock:
+            await self._conn.execute(sql, tuple(params))
+
+    async def checkpoint(self) -> None:
+        async with self._lock:
+            await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def integrity_check(self) -> list[str]:
+        rows = await self.fetchall("PRAGMA integrity_check")
+        problems = [r[0] for r in rows if r[0] != "ok"]
+        rows = await self.fetchall("PRAGMA foreign_key_check")
+        problems += [f"foreign key: {tuple(r)}" for r in rows]
+        return problems
+
+
+async def _run_script(conn: aiosqlite.Connection, script: str) -> None:
+    # executescript() would COMMIT the open transaction; run statement by statement.
+    for stmt in script.split(";"):
+        if stmt.strip():
+            await conn.execute(stmt)

@@ -1,0 +1,75 @@
+"""Small catalog tables: counters (bytes fetched, served...), trusted keys, access times.
+
+    counters(name PK, value)
+    trusted_keys(public_key PK, label, added_at)
+    access(repo, commit_sha, last_access, hits)
+
+Access is recorded in memory and flushed in one transaction (`flush_access`), so serving
+a file never writes to SQLite on the request path.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from mirror.catalog.db import Database
+
+
+class MetaCatalog:
+    def __init__(self, db: Database, now: Callable[[], float]) -> None:
+        self.db = db
+        self._now = now
+        self._pending_counters: dict[str, int] = {}
+        self._pending_access: dict[tuple[int, str], tuple[float, int]] = {}
+
+    # --- counters ------------------------------------------------------------------------
+
+    def bump(self, name: str, amount: int = 1) -> None:
+        self._pending_counters[name] = self._pending_counters.get(name, 0) + amount
+
+    async def counters(self) -> dict[str, int]:
+        rows = await self.db.fetchall("SELECT name, value FROM counters")
+        out = {r["name"]: r["value"] for r in rows}
+        for k, v in self._pending_counters.items():
+            out[k] = out.get(k, 0) + v
+        return out
+
+    # --- access --------------------------------------------------------------------------
+
+    def touch(self, repo: int, commit_sha: str) -> None:
+        key = (repo, commit_sha)
+        _, hits = self._pending_access.get(key, (0.0, 0))
+        self._pending_access[key] = (self._now(), hits + 1)
+
+    async def flush(self) -> None:
+        counters, self._pending_counters = self._pending_counters, {}
+        access, self._pending_access = self._pending_access, {}
+        if not counters and not access:
+            return
+        async with self.db.transaction() as c:
+            await c.executemany(
+                "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                list(counters.items()),
+            )
+            await c.executemany(
+                "INSERT INTO access(repo, commit_sha, last_access, hits) VALUES (?,?,?,?) "
+                "ON CONFLICT(repo, commit_sha) DO UPDATE SET last_access = MAX(last_access, excluded.last_access), "
+                "hits = hits + excluded.hits",
+                [(r, s, t, h) for (r, s), (t, h) in access.items()],
+            )
+
+    async def access_of(self, repo: int) -> dict[str, tuple[float, int]]:
+        rows = await self.db.fetchall("SELECT commit_sha, last_access, hits FROM access WHERE repo = ?", (repo,))
+        return {r["commit_sha"]: (r["last_access"], r["hits"]) for r in rows}
+
+    # --- trusted keys ----------------------------------------------------------------------
+
+    async def trust(self, public_key: str, label: str = "") -> None:
+        async with self.db.transaction() as c:
+            await c.execute(
+                "INSERT OR REPLACE INTO trusted_keys(public_key, label, added_at) VALUES (?,?,?)", (public_key, label, self._now())
+            )
+
+    async def trusted(self) -> dict[str, str]:
+        rows = await self.db.fetchall("SELECT public_key, label FROM trusted_keys ORDER BY added_at")
+        return {r["public_key"]: r["label"] for r in rows}

@@ -1,0 +1,179 @@
+"""Catalog facts about repositories: repos, refs, listed commits and their files.
+
+    repos(id PK, repo_type, repo_id, private, gated, info_json, info_at)
+    refs(repo, name, commit_sha, checked_at)
+    commits(repo, sha, info_json, listed_at, created_at)
+    files(repo, commit_sha, path, kind, oid, size, lfs_sha256, lfs_pointer)
+
+A commit's listing is immutable once written, so it is cached in memory without expiry
+(bounded LRU); refs are mutable and the resolver decides their freshness by `checked_at`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from mirror.catalog.db import Database
+from mirror.model import FileEntry, RepoKey
+
+_LISTING_CACHE = 64
+
+
+@dataclass(frozen=True, slots=True)
+class RepoRow:
+    id: int
+    key: RepoKey
+    private: bool
+    gated: str
+    info: dict[str, Any] | None
+
+
+class RepoCatalog:
+    def __init__(self, db: Database, now: Callable[[], float]) -> None:
+        self.db = db
+        self._now = now
+        self._repo_ids: dict[RepoKey, int] = {}
+        self._listings: OrderedDict[tuple[int, str], dict[str, FileEntry]] = OrderedDict()
+        self._refs: dict[tuple[int, str], tuple[str, float]] = {}
+
+    # --- repos ----------------------------------------------------------------------
+
+    async def repo_id(self, key: RepoKey, *, create: bool = True) -> int | None:
+        rid = self._repo_ids.get(key)
+        if rid is not None:
+            return rid
+        row = await self.db.fetchone("SELECT id FROM repos WHERE repo_type = ? AND repo_id = ?", (key.repo_type, key.repo_id))
+        if row is None:
+            if not create:
+                return None
+            async with self.db.transaction() as c:
+                await c.execute("INSERT OR IGNORE INTO repos(repo_type, repo_id) VALUES (?, ?)", (key.repo_type, key.repo_id))
+            row = await self.db.fetchone("SELECT id FROM repos WHERE repo_type = ? AND repo_id = ?", (key.repo_type, key.repo_id))
+            assert row is not None
+        self._repo_ids[key] = row["id"]
+        return int(row["id"])
+
+    async def get_repo(self, key: RepoKey) -> RepoRow | None:
+        row = await self.db.fetchone("SELECT * FROM repos WHERE repo_type = ? AND repo_id = ?", (key.repo_type, key.repo_id))
+        return _repo_row(row) if row else None
+
+    async def set_repo_info(self, key: RepoKey, *, private: bool, gated: str, info: dict[str, Any] | None) -> int:
+        rid = await self.repo_id(key)
+        async with self.db.transaction() as c:
+            await c.execute(
+                "UPDATE repos SET private = ?, gated = ?, info_json = COALESCE(?, info_json), info_at = ? WHERE id = ?",
+                (int(private), gated, json.dumps(info) if info is not None else None, self._now(), rid),
+            )
+        assert rid is not None
+        return rid
+
+    async def list_repos(self) -> list[RepoRow]:
+        rows = await self.db.fetchall("SELECT * FROM repos ORDER BY repo_type, repo_id")
+        return [_repo_row(r) for r in rows]
+
+    # --- refs -----------------------------------------------------------------------
+
+    async def get_ref(self, repo: int, name: str) -> tuple[str, float] | None:
+        hit = self._refs.get((repo, name))
+        if hit is not None:
+            return hit
+        row = await self.db.fetchone("SELECT commit_sha, checked_at FROM refs WHERE repo = ? AND name = ?", (repo, name))
+        if row is None:
+            return None
+        self._refs[(repo, name)] = (row["commit_sha"], row["checked_at"])
+        return self._refs[(repo, name)]
+
+    async def set_ref(self, repo: int, name: str, sha: str) -> None:
+        now = self._now()
+        async with self.db.transaction() as c:
+            cur = await c.execute("SELECT commit_sha FROM refs WHERE repo = ? AND name = ?", (repo, name))
+            old = await cur.fetchone()
+            await c.execute(
+                "INSERT INTO refs(repo, name, commit_sha, checked_at) VALUES (?,?,?,?) "
+                "ON CONFLICT(repo, name) DO UPDATE SET commit_sha = excluded.commit_sha, checked_at = excluded.checked_at",
+                (repo, name, sha, now),
+            )
+            if old is None or old[0] != sha:
+                await c.execute("INSERT INTO changelog(at, kind, key) VALUES (?, 'ref', ?)", (now, f"{repo}:{name}:{sha}"))
+        self._refs[(repo, name)] = (sha, now)
+
+    async def refs_of(self, repo: int) -> dict[str, str]:
+        rows = await self.db.fetchall("SELECT name, commit_sha FROM refs WHERE repo = ? ORDER BY name", (repo,))
+        return {r["name"]: r["commit_sha"] for r in rows}
+
+    # --- commits and listings ---------------------------------------------------------
+
+    async def put_listing(self, repo: int, sha: str, entries: Iterable[FileEntry], info: dict[str, Any] | None = None) -> None:
+        items = list(entries)
+        now = self._now()
+        async with self.db.transaction() as c:
+            await c.execute(
+                "INSERT INTO commits(repo, sha, info_json, listed_at, created_at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(repo, sha) DO UPDATE SET listed_at = excluded.listed_at, "
+                "info_json = COALESCE(excluded.info_json, commits.info_json)",
+                (repo, sha, json.dumps(info) if info is not None else None, now, now),
+            )
+            await c.execute("DELETE FROM files WHERE repo = ? AND commit_sha = ?", (repo, sha))
+            await c.executemany(
+                "INSERT INTO files(repo, commit_sha, path, kind, oid, size, lfs_sha256, lfs_pointer) VALUES (?,?,?,?,?,?,?,?)",
+                [(repo, sha, e.path, e.kind, e.oid, e.size, e.lfs_sha256, e.lfs_pointer) for e in items],
+            )
+        self._remember(repo, sha, {e.path: e for e in items})
+
+    async def set_commit_info(self, repo: int, sha: str, info: dict[str, Any]) -> None:
+        now = self._now()
+        async with self.db.transaction() as c:
+            await c.execute(
+                "INSERT INTO commits(repo, sha, info_json, listed_at, created_at) VALUES (?,?,?,NULL,?) "
+                "ON CONFLICT(repo, sha) DO UPDATE SET info_json = excluded.info_json",
+                (repo, sha, json.dumps(info), now),
+            )
+
+    async def commit_info(self, repo: int, sha: str) -> dict[str, Any] | None:
+        row = await self.db.fetchone("SELECT info_json FROM commits WHERE repo = ? AND sha = ?", (repo, sha))
+        if row is None or row["info_json"] is None:
+            return None
+        return json.loads(row["info_json"])  # type: ignore[no-any-return]
+
+    async def get_listing(self, repo: int, sha: str) -> dict[str, FileEntry] | None:
+        key = (repo, sha)
+        hit = self._listings.get(key)
+        if hit is not None:
+            self._listings.move_to_end(key)
+            return hit
+        row = await self.db.fetchone("SELECT listed_at FROM commits WHERE repo = ? AND sha = ?", (repo, sha))
+        if row is None or row["listed_at"] is None:
+            return None
+        rows = await self.db.fetchall(
+            "SELECT path, kind, oid, size, lfs_sha256, lfs_pointer FROM files WHERE repo = ? AND commit_sha = ? ORDER BY path",
+            (repo, sha),
+        )
+        listing = {
+            r["path"]: FileEntry(r["path"], r["kind"], r["oid"], r["size"], r["lfs_sha256"], r["lfs_pointer"]) for r in rows
+        }
+        self._remember(repo, sha, listing)
+        return listing
+
+    def _remember(self, repo: int, sha: str, listing: dict[str, FileEntry]) -> None:
+        self._listings[(repo, sha)] = listing
+        self._listings.move_to_end((repo, sha))
+        while len(self._listings) > _LISTING_CACHE:
+            self._listings.popitem(last=False)
+
+    async def find_commit(self, repo: int, prefix: str) -> list[str]:
+        rows = await self.db.fetchall(
+            "SELECT sha FROM commits WHERE repo = ? AND sha >= ? AND sha < ? LIMIT 2", (repo, prefix, prefix + "g")
+        )
+        return [r["sha"] for r in rows]
+
+    async def commits_of(self, repo: int) -> list[str]:
+        rows = await self.db.fetchall("SELECT sha FROM commits WHERE repo = ? ORDER BY created_at", (repo,))
+        return [r["sha"] for r in rows]
+
+
+def _repo_row(row: Any) -> RepoRow:
+    info = json.loads(row["info_json"]) if row["info_json"] else None
+    return RepoRow(row["id"], RepoKey(row["repo_type"], row["repo_id"]), bool(row["private"]), row["gated"], info)

@@ -1,0 +1,109 @@
+"""Store administration: `mirror verify`, `mirror stats`, `mirror keys show`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mirror.cli.common import add_config_args, human_bytes, load_config, print_json
+from mirror.services import open_services
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("verify", help="re-hash every chunk and check every manifest signature")
+    add_config_args(p)
+    p.add_argument("--repair", action="store_true", help="quarantine bad chunks and drop manifests that cannot be rebuilt")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=run_verify)
+
+    p = sub.add_parser("stats", help="logical and stored bytes, dedup and compression ratios")
+    add_config_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=run_stats)
+
+    p = sub.add_parser("keys", help="the node signing key and trusted keys")
+    ksub = p.add_subparsers(dest="keys_command", metavar="ACTION")
+    ksub.required = True
+    show = ksub.add_parser("show", help="print this node's public key")
+    add_config_args(show)
+    show.set_defaults(run=run_keys_show)
+
+
+async def run_verify(args: argparse.Namespace) -> int:
+    from mirror.verify import verify
+
+    svc = await open_services(load_config(args), recover_temps=False)
+    try:
+        rep = await verify(svc, repair=args.repair)
+    finally:
+        await svc.close()
+    if args.json:
+        print_json(
+            {
+                "ok": rep.ok,
+                "chunks_checked": rep.chunks_checked,
+                "manifests_checked": rep.manifests_checked,
+                "bad_chunks": rep.bad_chunks,
+                "missing_chunks": rep.missing_chunks,
+                "bad_manifests": rep.bad_manifests,
+                "db_problems": rep.db_problems,
+                "quarantined": rep.quarantined,
+                "dropped_manifests": rep.dropped_manifests,
+            }
+        )
+    else:
+        print(f"checked {rep.chunks_checked} chunks and {rep.manifests_checked} manifests")
+        for cid in rep.bad_chunks:
+            print(f"BAD chunk {cid}")
+        for cid in rep.missing_chunks:
+            print(f"MISSING chunk {cid}")
+        for ident in rep.bad_manifests:
+            print(f"BAD signature on manifest {ident}")
+        for problem in rep.db_problems:
+            print(f"CATALOG {problem}")
+        if args.repair and not rep.ok:
+            print(f"repaired: quarantined {rep.quarantined} chunks, dropped {rep.dropped_manifests} manifests")
+        print("ok" if rep.ok else "PROBLEMS FOUND")
+    return 0 if rep.ok else 1
+
+
+async def run_stats(args: argparse.Namespace) -> int:
+    svc = await open_services(load_config(args), recover_temps=False)
+    try:
+        st = await svc.catalog.content.stats()
+        counters = await svc.catalog.meta.counters()
+    finally:
+        await svc.close()
+    data = {
+        "files": st.files,
+        "logical_bytes": st.logical_bytes,
+        "stored_bytes": st.stored_bytes,
+        "unique_raw_bytes": st.unique_raw_bytes,
+        "chunks": st.chunks,
+        "dedup_ratio": round(st.dedup_ratio, 4),
+        "compression_ratio": round(st.compression_ratio, 4),
+        "stored_over_logical": round(st.stored_bytes / st.logical_bytes, 4) if st.logical_bytes else 1.0,
+        "upstream_bytes_fetched": counters.get("upstream_bytes", 0),
+        "bytes_served": counters.get("served_bytes", 0),
+    }
+    if args.json:
+        print_json(data)
+    else:
+        print(f"files (contents)   {data['files']}")
+        print(f"chunks             {data['chunks']}")
+        print(f"logical bytes      {human_bytes(st.logical_bytes)}")
+        print(f"stored bytes       {human_bytes(st.stored_bytes)}  ({data['stored_over_logical']:.3f} of logical)")
+        print(f"dedup ratio        {data['dedup_ratio']:.3f}  (logical / unique)")
+        print(f"compression ratio  {data['compression_ratio']:.3f}  (stored / unique)")
+        print(f"upstream fetched   {human_bytes(data['upstream_bytes_fetched'])}")
+        print(f"bytes served       {human_bytes(data['bytes_served'])}")
+    return 0
+
+
+async def run_keys_show(args: argparse.Namespace) -> int:
+    from mirror.keys import NodeKey
+    from mirror.store.layout import open_layout
+
+    layout = open_layout(load_config(args).store.data_dir)
+    print(NodeKey.load_or_create(layout.keys).public_hex)
+    return 0

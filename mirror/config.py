@@ -1,0 +1,283 @@
+"""Configuration: typed, frozen, validated once.
+
+One frozen dataclass per TOML table, defaults next to the fields. Sources, lowest first:
+the embedded defaults, the TOML file, `MIRROR_<TABLE>_<KEY>` environment variables, then
+explicit overrides (CLI flags). Unknown tables or keys and wrong types raise `ConfigError`
+naming the key and its source. `config.example.toml` documents every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from mirror.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8090
+    # Public base URL clients use (for absolute Link headers); empty = from the request.
+    public_url: str = ""
+    # Concurrent streaming responses before new cold fetches are shed with 429.
+    max_cold_fetches: int = 64
+    access_log: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    url: str = "https://huggingface.co"
+    connect_timeout: float = 10.0
+    # Longest silence between two bytes of an upstream body.
+    read_timeout: float = 30.0
+    # Deadline for one metadata request.
+    metadata_timeout: float = 20.0
+    max_redirects: int = 5
+    # Redirect targets on loopback/private addresses are refused unless allowed here
+    # (tests point the upstream at 127.0.0.1).
+    allow_private_redirects: bool = False
+    max_concurrent: int = 16
+    # Retries of a dropped file body (each resumes with Range).
+    max_resumes: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    data_dir: str = "./data"
+    compression: bool = True
+    # Worker threads for chunking, hashing, compression and decompression.
+    workers: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    # Seconds a branch or tag -> commit answer is trusted before re-checking upstream.
+    ref_ttl: float = 300.0
+    # Seconds an upstream access check of a gated/private repo is memoised per token.
+    auth_ttl: float = 60.0
+    # Range requests on an uncached file start a background whole-file fill.
+    fill_on_range: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRepo:
+    repo: str
+    repo_type: str = "model"
+    revisions: tuple[str, ...] = ("main",)
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConfig:
+    # Seconds between scheduled syncs inside the daemon; 0 disables.
+    interval: float = 0.0
+    repos: tuple[SyncRepo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleConfig:
+    archive_after: str = "30d"
+    keep_revisions: int = 3
+    high_watermark: str = "90%"
+    low_watermark: str = "80%"
+    archive_dir: str = ""
+    gc_grace: str = "1h"
+    interval: str = "0"
+    thaw_after_hits: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    source: str = "<defaults>"
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.store.data_dir)
+
+
+_TABLES: dict[str, type] = {
+    "server": ServerConfig,
+    "upstream": UpstreamConfig,
+    "store": StoreConfig,
+    "cache": CacheConfig,
+    "sync": SyncConfig,
+    "lifecycle": LifecycleConfig,
+}
+
+
+def _coerce(value: Any, typ: Any, key: str, source: str) -> Any:
+    """Check `value` against the annotated type; convert env strings."""
+    origin = typing.get_origin(typ)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return value.lower() in {"1", "true", "yes", "on"}
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().isascii() and value.strip().lstrip("-").isdigit():
+            return int(value)
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif typ is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key.split(".")[-1] in _STR_OR_NUMBER:
+            return str(value)
+    elif origin is tuple and typing.get_args(typ)[1:] == (Ellipsis,):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            inner = typing.get_args(typ)[0]
+            return tuple(_coerce(v, inner, f"{key}[{i}]", source) for i, v in enumerate(value))
+    elif dataclasses.is_dataclass(typ):
+        if isinstance(value, dict):
+            return _build(typ, value, key, source)
+    name = getattr(typ, "__name__", str(typ))
+    raise ConfigError(f"{source}: key '{key}' must be {name}, got {type(value).__name__} {value!r}")
+
+
+# Keys holding durations or sizes that may be written as a bare number in TOML.
+_STR_OR_NUMBER = {"archive_after", "high_watermark", "low_watermark", "gc_grace", "interval"}
+
+
+def _build(cls: type, values: Mapping[str, Any], prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key '{full}'")
+        kwargs[key] = _coerce(value, hints[key], full, source)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field (for example sync.repos[].repo) is absent
+        raise ConfigError(f"{source}: table '{prefix}' is incomplete: {exc}") from None
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in env.items():
+        if not name.startswith("MIRROR_") or name in _ENV_IGNORED:
+            continue
+        rest = name[len("MIRROR_"):].lower()
+        table, _, key = rest.partition("_")
+        if table not in _TABLES or not key:
+            raise ConfigError(f"environment: unknown variable '{name}'")
+        out.setdefault(table, {})[key] = value
+    return out
+
+
+# Environment variables with the MIRROR_ prefix that are not config keys.
+_ENV_IGNORED = {"MIRROR_CONFIG", "MIRROR_CRASHPOINT", "MIRROR_TEST_AUDIT"}
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Load the configuration. `overrides` maps table -> key -> value (CLI flags)."""
+    env = os.environ if env is None else env
+    merged: dict[str, dict[str, Any]] = {}
+    source = "<defaults>"
+    if path is None and env.get("MIRROR_CONFIG"):
+        path = env["MIRROR_CONFIG"]
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: config file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+        for table, values in raw.items():
+            if table not in _TABLES:
+                raise ConfigError(f"{source}: unknown table '[{table}]'")
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: '{table}' must be a table")
+            merged[table] = dict(values)
+    layers = [("environment", _env_overrides(env)), ("command line", overrides or {})]
+    built: dict[str, Any] = {}
+    for table, cls in _TABLES.items():
+        base = _build(cls, merged.get(table, {}), table, source)
+        for layer_source, layer in layers:
+            if layer.get(table):
+                hints = typing.get_type_hints(cls)
+                changes = {}
+                for key, value in layer[table].items():
+                    if key not in hints:
+                        raise ConfigError(f"{layer_source}: unknown key '{table}.{key}'")
+                    changes[key] = _coerce(value, hints[key], f"{table}.{key}", layer_source)
+                base = dataclasses.replace(base, **changes)
+        built[table] = base
+    cfg = Config(**built, source=source)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: Config) -> None:
+    src = cfg.source
+    if not (0 < cfg.server.port < 65536) and cfg.server.port != 0:
+        raise ConfigError(f"{src}: key 'server.port' must be 0..65535, got {cfg.server.port}")
+    if not cfg.upstream.url.startswith(("http://", "https://")):
+        raise ConfigError(f"{src}: key 'upstream.url' must be an http(s) URL, got {cfg.upstream.url!r}")
+    if cfg.cache.ref_ttl < 0:
+        raise ConfigError(f"{src}: key 'cache.ref_ttl' must be >= 0")
+    if cfg.store.workers < 1:
+        raise ConfigError(f"{src}: key 'store.workers' must be >= 1")
+    for i, repo in enumerate(cfg.sync.repos):
+        if repo.repo_type not in ("model", "dataset", "space"):
+            raise ConfigError(f"{src}: key 'sync.repos[{i}].repo_type' must be model, dataset or space")
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '5m', '1h', '30d', '2w' or a bare number of seconds -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    t = text.strip().lower()
+    if not t.isascii() or not t:
+        raise ConfigError(f"invalid duration {text!r}")
+    mult = units.get(t[-1])
+    num = t[:-1] if mult else t
+    try:
+        value = float(num)
+    except ValueError:
+        raise ConfigError(f"invalid duration {text!r} (use e.g. 90s, 5m, 1h, 30d)") from None
+    if value < 0:
+        raise ConfigError(f"invalid duration {text!r}: negative")
+    return value * (mult or 1)
+
+
+def parse_size(text: str) -> int:
+    """'10G', '512MiB', '1000000' -> bytes (binary multiples)."""
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}.get(t[-1:] or "", 1)
+    num = t[:-1] if mult != 1 else t
+    try:
+        return int(float(num) * mult)
+    except ValueError:
+        raise ConfigError(f"invalid size {text!r} (use e.g. 500G or 80%)") from None
+

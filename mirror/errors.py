@@ -1,0 +1,161 @@
+"""Domain errors of model-mirror.
+
+Every error the daemon or the CLI can report is a subclass of `MirrorError`. Each class
+carries the HTTP status and the Hub `X-Error-Code` it maps to, and the CLI exit code, as
+class attributes: one table, read by the HTTP error middleware and by the CLI. Nothing
+here imports aiohttp; lower layers raise, the edges render.
+"""
+
+from __future__ import annotations
+
+
+class MirrorError(Exception):
+    """Base of every expected failure. `str(err)` is a one-line message for a human."""
+
+    status: int = 500
+    error_code: str | None = None
+    exit_code: int = 1
+
+    def __init__(self, message: str, **headers: str) -> None:
+        super().__init__(message)
+        self.message = message
+        # Extra response headers (for example X-Repo-Commit on EntryNotFound).
+        self.headers: dict[str, str] = dict(headers)
+
+
+# --- configuration and usage -------------------------------------------------------
+
+
+class ConfigError(MirrorError):
+    """A config file, environment override or flag is invalid."""
+
+    exit_code = 2
+
+
+class UsageError(MirrorError):
+    """A CLI invocation is malformed."""
+
+    exit_code = 2
+
+
+# --- request validation -------------------------------------------------------------
+
+
+class BadRequest(MirrorError):
+    """Malformed input from a client (bad repo id, path, revision, range...)."""
+
+    status = 400
+    error_code = "BadRequest"
+
+
+class RangeNotSatisfiable(MirrorError):
+    """A Range header that cannot be satisfied for a file of `size` bytes."""
+
+    status = 416
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"requested range not satisfiable (size {size})", **{"Content-Range": f"bytes */{size}"})
+        self.size = size
+
+
+# --- Hub-level not-found and access errors ------------------------------------------
+
+
+class RepoNotFound(MirrorError):
+    status = 404
+    error_code = "RepoNotFound"
+
+
+class RevisionNotFound(MirrorError):
+    status = 404
+    error_code = "RevisionNotFound"
+
+
+class EntryNotFound(MirrorError):
+    status = 404
+    error_code = "EntryNotFound"
+
+
+class GatedRepo(MirrorError):
+    status = 403
+    error_code = "GatedRepo"
+
+
+class Unauthorized(MirrorError):
+    status = 401
+    error_code = "RepoNotFound"
+
+
+class XetNotSupported(MirrorError):
+    status = 400
+    error_code = "XetNotSupported"
+
+
+# --- upstream and load ----------------------------------------------------------------
+
+
+class UpstreamError(MirrorError):
+    """Upstream answered badly (5xx, malformed) and nothing usable is cached."""
+
+    status = 502
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Upstream could not be reached or timed out, and nothing usable is cached."""
+
+    status = 504
+
+
+class Overloaded(MirrorError):
+    """The mirror sheds load; clients retry after `retry_after` seconds."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message, **{"Retry-After": str(retry_after)})
+
+
+# --- integrity and storage ------------------------------------------------------------
+
+
+class IntegrityError(MirrorError):
+    """Bytes do not match their expected hash (a chunk, a file, a manifest signature)."""
+
+    status = 502
+
+
+class HashMismatch(IntegrityError):
+    def __init__(self, what: str, expected: str, actual: str) -> None:
+        super().__init__(f"{what}: hash mismatch (expected {expected}, got {actual})")
+        self.expected = expected
+        self.actual = actual
+
+
+class CorruptChunk(IntegrityError):
+    def __init__(self, chunk_id: str, reason: str) -> None:
+        super().__init__(f"chunk {chunk_id[:16]}: {reason}")
+        self.chunk_id = chunk_id
+
+
+class BadSignature(IntegrityError):
+    """A manifest or bundle signature does not verify, or binds other content."""
+
+
+class ChunkMissing(MirrorError):
+    status = 500
+
+    def __init__(self, chunk_id: str) -> None:
+        super().__init__(f"chunk {chunk_id[:16]} is missing from the store")
+        self.chunk_id = chunk_id
+
+
+class StorageError(MirrorError):
+    """The disk refused a write (ENOSPC, EIO, fsync failure)."""
+
+    status = 507
+
+
+class LockBusy(MirrorError):
+    """Another process holds an exclusive lock."""
+
+    exit_code = 0

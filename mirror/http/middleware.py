@@ -1,0 +1,79 @@
+"""Middlewares: one maps domain errors to Hub-style responses, one logs a line per request.
+
+Hub errors carry `X-Error-Code`, `X-Error-Message` and a JSON body `{"error": ...}`
+(hf-protocol.md §2.5). Unexpected exceptions become a 500 with no internal detail, and
+are logged with their traceback (never with request headers, which may hold tokens).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from mirror.errors import MirrorError
+
+log = logging.getLogger("mirror.http")
+access_log = logging.getLogger("mirror.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None) -> web.Response:
+    hdrs = {"X-Error-Message": _header_safe(message)}
+    if code:
+        hdrs["X-Error-Code"] = code
+    hdrs.update(headers or {})
+    return web.json_response({"error": message}, status=status, headers=hdrs)
+
+
+def _header_safe(text: str) -> str:
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)[:500]
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except MirrorError as exc:
+        return error_response(exc.status, exc.message, exc.error_code, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.status != 405:
+            return error_response(exc.status, exc.reason, None)
+        raise
+    except (ConnectionResetError, ConnectionError):
+        raise
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.rel_url.path)
+        return error_response(500, "internal mirror error")
+
+
+@web.middleware
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    start = time.perf_counter()
+    status = 500
+    size = 0
+    try:
+        resp = await handler(request)
+        status = resp.status
+        size = resp.body_length if resp.prepared else 0
+        return resp
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        if request.app.get(ACCESS_LOG_ON, True):
+            access_log.info(
+                '%s "%s %s" %d %d %.1fms',
+                request.remote or "-",
+                request.method,
+                request.rel_url.path[:300],
+                status,
+                size,
+                (time.perf_counter() - start) * 1000,
+            )
+
+
+ACCESS_LOG_ON = web.AppKey("access_log_on", bool)

@@ -1,0 +1,211 @@
+"""The chunk store: immutable frames named by blake3 of their raw bytes.
+
+Contract:
+- `put_raw(raw)` computes the id, encodes, and stores the frame atomically and durably;
+  storing an id that exists is a no-op (idempotent) and returns `new=False`.
+- `read(id)` returns the raw bytes, verified against the id (blake3) unless told not to;
+  a mismatch or malformed frame raises `CorruptChunk`; an absent chunk `ChunkMissing`.
+- `delete(id)` and `quarantine(id)` remove a chunk from the readable set.
+- Methods are blocking and thread-safe; callers run them in a worker pool.
+
+The store knows nothing of files, repos or the catalog.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from dataclasses import dataclass
+from typing import Iterator
+
+import blake3
+
+from mirror import crashpoints
+from mirror.errors import ChunkMissing, CorruptChunk
+from mirror.store.codec import HEADER_SIZE, RAW, Codec, FrameError, peek_header
+from mirror.store.fsio import DurableFS
+from mirror.store.layout import Layout, is_chunk_id
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    chunk_id: str
+    raw_len: int
+    stored_len: int
+    codec: int
+    new: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    chunk_id: str
+    raw_len: int
+    stored_len: int
+    codec: int
+    tmp: Path | None
+
+
+def chunk_id_of(raw: bytes | memoryview) -> str:
+    return blake3.blake3(raw).hexdigest()
+
+
+class ChunkStore:
+    def __init__(self, layout: Layout, *, compress: bool = True, fs: DurableFS | None = None, verify_reads: bool = True) -> None:
+        self.layout = layout
+        self.compress = compress
+        self.fs = fs or DurableFS()
+        self.verify_reads = verify_reads
+        self._local = threading.local()
+
+    def _codec(self) -> Codec:
+        codec = getattr(self._local, "codec", None)
+        if codec is None:
+            codec = self._local.codec = Codec()
+        return codec
+
+    # --- writing ---------------------------------------------------------------
+
+    def put_raw(self, raw: bytes | memoryview, *, group_width: int = 0, chunk_id: str | None = None) -> PutResult:
+        cid = chunk_id or chunk_id_of(raw)
+        path = self.layout.chunk_path(cid)
+        if path.exists():
+            return PutResult(cid, len(raw), self._stored_len(path), -1, False)
+        frame = self._codec().encode(raw, compress=self.compress, group_width=group_width)
+        new = self.fs.write_atomic(path, frame, self.layout.tmp)
+        return PutResult(cid, len(raw), len(frame), frame[4], new)
+
+    def stage_raw(self, raw: bytes | memoryview, *, group_width: int = 0) -> "Staged":
+        """Encode and write a chunk to a durable temp file without publishing it, so an
+        ingest can drop everything if the whole file then fails its hash. A chunk that is
+        already stored is not staged (`tmp` is None)."""
+        cid = chunk_id_of(raw)
+        if self.layout.chunk_path(cid).exists():
+            return Staged(cid, len(raw), 0, -1, None)
+        frame = self._codec().encode(raw, compress=self.compress, group_width=group_width)
+        tmp = self.fs.stage(frame, self.layout.tmp, cid)
+        return Staged(cid, len(raw), len(frame), frame[4], tmp)
+
+    def publish(self, staged: "list[Staged]") -> list[PutResult]:
+        """Move staged chunks into place, fsync each touched directory once, and return
+        what is now stored (new chunks first flagged `new`)."""
+        out: list[PutResult] = []
+        dirs: set[Path] = set()
+        for st in staged:
+            if st.tmp is None:
+                out.append(PutResult(st.chunk_id, st.raw_len, self._stored_len(self.layout.chunk_path(st.chunk_id)), st.codec, False))
+                continue
+            final = self.layout.chunk_path(st.chunk_id)
+            new = self.fs.publish(st.tmp, final)
+            dirs.add(final.parent)
+            out.append(PutResult(st.chunk_id, st.raw_len, st.stored_len if new else self._stored_len(final), st.codec, new))
+        for d in sorted(dirs):
+            self.fs.fsync_dir(d)
+        crashpoints.hit("dir.fsynced")
+        return out
+
+    def discard(self, staged: "list[Staged]") -> None:
+        for st in staged:
+            if st.tmp is not None:
+                self.fs.discard(st.tmp)
+
+    def put_frame(self, cid: str, frame: bytes) -> bool:
+        """Store an already-encoded frame after checking it decodes to `cid`."""
+        raw = self._codec().decode(frame)
+        if chunk_id_of(raw) != cid:
+            raise CorruptChunk(cid, "frame does not hash to its id")
+        return self.fs.write_atomic(self.layout.chunk_path(cid), frame, self.layout.tmp)
+
+    # --- reading ---------------------------------------------------------------
+
+    def has(self, cid: str) -> bool:
+        return self.layout.chunk_path(cid).exists()
+
+    def read_frame(self, cid: str) -> bytes:
+        try:
+            with open(self.layout.chunk_path(cid), "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            raise ChunkMissing(cid) from None
+
+    def read(self, cid: str, expected_len: int | None = None, *, verify: bool | None = None) -> bytes:
+        frame = self.read_frame(cid)
+        try:
+            raw = self._codec().decode(frame, expected_len)
+        except FrameError as exc:
+            raise CorruptChunk(cid, str(exc)) from None
+        if (self.verify_reads if verify is None else verify) and chunk_id_of(raw) != cid:
+            raise CorruptChunk(cid, "content does not match its blake3 id")
+        return raw
+
+    def raw_span(self, cid: str) -> tuple[str, int, int] | None:
+        """(path, offset, length) of the raw bytes when the chunk is stored uncompressed,
+        so the server may `sendfile` it; None when it is compressed or absent."""
+        path = self.layout.chunk_path(cid)
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(HEADER_SIZE)
+                size = os.fstat(fh.fileno()).st_size
+        except FileNotFoundError:
+            return None
+        if len(head) < HEADER_SIZE or head[4] != RAW:
+            return None
+        return str(path), HEADER_SIZE, size - HEADER_SIZE
+
+    def describe(self, cid: str) -> tuple[int, int, int]:
+        """(codec, raw_len, stored_len) from the frame header."""
+        path = self.layout.chunk_path(cid)
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(HEADER_SIZE)
+                size = os.fstat(fh.fileno()).st_size
+        except FileNotFoundError:
+            raise ChunkMissing(cid) from None
+        try:
+            codec, _w, raw_len = peek_header(head, size)
+        except FrameError as exc:
+            raise CorruptChunk(cid, str(exc)) from None
+        return codec, raw_len, size
+
+    def _stored_len(self, path: os.PathLike[str]) -> int:
+        try:
+            return os.stat(path).st_size
+        except FileNotFoundError:
+            return 0
+
+    # --- removal and listing ------------------------------------------------------
+
+    def delete(self, cid: str) -> bool:
+        try:
+            os.unlink(self.layout.chunk_path(cid))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def quarantine(self, cid: str) -> bool:
+        try:
+            os.replace(self.layout.chunk_path(cid), self.layout.quarantine_path(cid))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def iter_ids(self) -> Iterator[str]:
+        root = self.layout.chunks
+        for a in sorted(os.listdir(root)):
+            da = root / a
+            if len(a) != 2 or not da.is_dir():
+                continue
+            for b in sorted(os.listdir(da)):
+                db = da / b
+                if not db.is_dir():
+                    continue
+                for name in os.listdir(db):
+                    if is_chunk_id(name):
+                        yield name
+
+    def mtime(self, cid: str) -> float | None:
+        try:
+            return os.stat(self.layout.chunk_path(cid)).st_mtime
+        except FileNotFoundError:
+            return None
+

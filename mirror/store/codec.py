@@ -1,0 +1,135 @@
+"""Chunk frames: how one chunk's bytes are encoded on disk and on the wire.
+
+A frame is a 16-byte header followed by the payload:
+
+    offset size  field
+    0      4     magic b"MMC1"
+    4      1     codec: 0 raw, 1 zstd, 2 zstd after byte grouping
+    5      1     group width (2 or 4 for codec 2, else 0)
+    6      2     reserved, zero
+    8      4     raw length (uncompressed bytes), big endian, <= MAX_CHUNK
+    12     4     payload length, big endian
+
+Byte grouping splits a run of w-byte values into w planes (all first bytes, then all
+second bytes...), which lets zstd see the low-entropy exponent bytes of fp16/bf16/fp32
+weights together. Bytes past the last whole value stay at the end, ungrouped.
+
+Decoding is bomb-proof (threat-model T10): the header's raw length must not exceed
+`MAX_CHUNK`, the zstd frame must declare exactly that content size, its window must be
+small, and it must be one frame with no trailing bytes; only then is anything allocated.
+The caller verifies blake3(raw) against the chunk id.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import zstandard
+
+from mirror.errors import IntegrityError
+
+MAGIC = b"MMC1"
+HEADER = struct.Struct(">4sBBHII")
+HEADER_SIZE = HEADER.size
+MAX_CHUNK = 4 << 20  # the chunker's maximum
+MAX_WINDOW = 8 << 20
+
+RAW, ZSTD, GROUPED = 0, 1, 2
+CODEC_NAMES = {RAW: "raw", ZSTD: "zstd", GROUPED: "zstd+group"}
+# A chunk is stored compressed only when compression saves at least this share.
+MIN_SAVING = 0.03
+
+
+class FrameError(IntegrityError):
+    pass
+
+
+def group(raw: bytes | memoryview, width: int) -> bytes:
+    n = len(raw) - len(raw) % width
+    body = bytes(raw[:n])
+    return b"".join(body[i::width] for i in range(width)) + bytes(raw[n:])
+
+
+def ungroup(data: bytes, width: int, raw_len: int) -> bytes:
+    n = raw_len - raw_len % width
+    plane = n // width
+    out = bytearray(raw_len)
+    for i in range(width):
+        out[i:n:width] = data[i * plane:(i + 1) * plane]
+    out[n:] = data[n:]
+    return bytes(out)
+
+
+class Codec:
+    """Encodes and decodes frames. Holds zstd contexts, so use one per thread."""
+
+    def __init__(self, level: int = 1) -> None:
+        self._cctx = zstandard.ZstdCompressor(level=level, write_content_size=True)
+        self._dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+
+    def encode(self, raw: bytes | memoryview, *, compress: bool = True, group_width: int = 0) -> bytes:
+        """Return the frame for `raw`, choosing the codec that pays (raw if saving < 3%)."""
+        raw_len = len(raw)
+        if raw_len > MAX_CHUNK:
+            raise ValueError(f"chunk of {raw_len} bytes exceeds {MAX_CHUNK}")
+        if compress and raw_len >= 64:
+            if group_width in (2, 4):
+                payload = self._cctx.compress(group(raw, group_width))
+                codec, width = GROUPED, group_width
+            else:
+                payload = self._cctx.compress(raw)
+                codec, width = ZSTD, 0
+            if len(payload) <= raw_len * (1 - MIN_SAVING):
+                return HEADER.pack(MAGIC, codec, width, 0, raw_len, len(payload)) + payload
+        return HEADER.pack(MAGIC, RAW, 0, 0, raw_len, raw_len) + bytes(raw)
+
+    def decode(self, frame: bytes | memoryview, expected_len: int | None = None) -> bytes:
+        """Return the raw bytes of a frame; raise FrameError on anything malformed."""
+        codec, width, raw_len, payload = parse_header(frame)
+        if expected_len is not None and raw_len != expected_len:
+            raise FrameError(f"frame holds {raw_len} bytes, expected {expected_len}")
+        if codec == RAW:
+            return bytes(payload)
+        declared = zstandard.frame_content_size(payload)
+        if declared != raw_len:
+            raise FrameError(f"zstd frame declares {declared} bytes, header says {raw_len}")
+        params = zstandard.get_frame_parameters(payload)
+        if params.window_size > MAX_WINDOW:
+            raise FrameError(f"zstd window {params.window_size} too large")
+        dobj = self._dctx.decompressobj()
+        try:
+            data = dobj.decompress(payload)
+        except zstandard.ZstdError as exc:
+            raise FrameError(f"zstd: {exc}") from None
+        if len(data) != raw_len or dobj.unused_data or not dobj.eof:
+            raise FrameError("zstd payload is truncated, or has trailing bytes")
+        if codec == GROUPED:
+            data = ungroup(data, width, raw_len)
+        return data
+
+
+def parse_header(frame: bytes | memoryview) -> tuple[int, int, int, memoryview]:
+    if len(frame) < HEADER_SIZE:
+        raise FrameError("frame shorter than its header")
+    magic, codec, width, reserved, raw_len, payload_len = HEADER.unpack_from(frame)
+    if magic != MAGIC or reserved != 0:
+        raise FrameError("bad frame magic")
+    if codec not in CODEC_NAMES or (codec == GROUPED) != (width in (2, 4)) or (codec != GROUPED and width):
+        raise FrameError(f"bad codec {codec}/{width}")
+    if raw_len > MAX_CHUNK:
+        raise FrameError(f"frame claims {raw_len} raw bytes (max {MAX_CHUNK})")
+    if payload_len != len(frame) - HEADER_SIZE:
+        raise FrameError(f"payload is {len(frame) - HEADER_SIZE} bytes, header says {payload_len}")
+    if codec == RAW and payload_len != raw_len:
+        raise FrameError("raw frame with mismatched lengths")
+    return codec, width, raw_len, memoryview(frame)[HEADER_SIZE:]
+
+
+def peek_header(head: bytes, file_size: int) -> tuple[int, int, int]:
+    """(codec, width, raw_len) from the first HEADER_SIZE bytes of a frame file."""
+    if len(head) < HEADER_SIZE:
+        raise FrameError("frame shorter than its header")
+    magic, codec, width, _reserved, raw_len, payload_len = HEADER.unpack_from(head)
+    if magic != MAGIC or codec not in CODEC_NAMES or raw_len > MAX_CHUNK or payload_len != file_size - HEADER_SIZE:
+        raise FrameError("bad frame header")
+    return codec, width, raw_len
