@@ -13,8 +13,10 @@ from aiohttp import web
 
 from mirror.clock import Clock
 from mirror.config import Config
+from mirror.http.context import CONFIG, RESOLVER
 from mirror.http.middleware import ACCESS_LOG_ON, access_middleware, errors_middleware
 from mirror.http.routes import setup_routes
+from mirror.resolve.resolver import Resolver
 from mirror.services import Services, open_services
 
 log = logging.getLogger("mirror")
@@ -26,10 +28,14 @@ FLUSH_INTERVAL = 2.0
 def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     app = web.Application(middlewares=[access_middleware, errors_middleware], client_max_size=1 << 20)
     app[ACCESS_LOG_ON] = config.server.access_log
+    app[CONFIG] = config
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         svc = await open_services(config, clock=clock)
         app[SERVICES] = svc
+        resolver = Resolver(svc, config)
+        await resolver.start()
+        app[RESOLVER] = resolver
         flusher = asyncio.create_task(_flush_loop(svc))
         yield
         flusher.cancel()
@@ -37,6 +43,7 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
             await flusher
         except asyncio.CancelledError:
             pass
+        await resolver.close()
         await svc.close()
 
     app.cleanup_ctx.append(lifetime)

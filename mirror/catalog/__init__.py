@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mirror.catalog.apicache import ApiCache
 from mirror.catalog.content import ContentCatalog, StoreStats
 from mirror.catalog.db import Database
 from mirror.catalog.meta import MetaCatalog
@@ -24,6 +25,7 @@ class Catalog:
         self.repos = RepoCatalog(db, clock.now)
         self.content = ContentCatalog(db, clock.now)
         self.meta = MetaCatalog(db, clock.now)
+        self.api = ApiCache(db, clock.now)
 
     @classmethod
     async def open(cls, path: Path, clock: Clock | None = None) -> "Catalog":

@@ -16,9 +16,18 @@ Shape after migration 1 (identities are 'sha256:<hex>' or 'sha1:<hex>'):
     counters(name, value)                                    bytes fetched/served...
     changelog(serial, at, kind, key)                         rising serial for peers/sync
     trusted_keys(public_key, label, added_at)
+
+Migration 2 adds:
+
+    api_cache(key, repo, body, link_next, fetched_at)        last upstream answer of a
+                                                             pass-through API call (refs,
+                                                             commits), served when stale
 """
 
 from __future__ import annotations
+
+from mirror.catalog.schema_lifecycle import MIGRATION_4
+from mirror.catalog.schema_sync import MIGRATION_3
 
 MIGRATIONS: list[str] = [
     # 0 -> 1: the base catalog.
@@ -101,4 +110,18 @@ MIGRATIONS: list[str] = [
     );
     CREATE TABLE trusted_keys(public_key TEXT PRIMARY KEY, label TEXT NOT NULL DEFAULT '', added_at REAL NOT NULL);
     """,
+    # 1 -> 2: last known answers of pass-through API calls.
+    """
+    CREATE TABLE api_cache(
+        key TEXT PRIMARY KEY,
+        repo INTEGER REFERENCES repos(id) ON DELETE CASCADE,
+        body TEXT NOT NULL,
+        link_next TEXT,
+        fetched_at REAL NOT NULL
+    );
+    """,
+    # 2 -> 3: pins and sync bookkeeping (schema_sync.py).
+    MIGRATION_3,
+    # 3 -> 4: lifecycle: archive packs, chunk locations, audit (schema_lifecycle.py).
+    MIGRATION_4,
 ]

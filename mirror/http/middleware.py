@@ -58,7 +58,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         resp = await handler(request)
         status = resp.status
-        size = resp.body_length if resp.prepared else 0
+        size = resp.content_length or 0
         return resp
     except web.HTTPException as exc:
         status = exc.status

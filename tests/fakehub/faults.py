@@ -65,7 +65,8 @@ class FaultSwitches:
     # -- switches --------------------------------------------------------------------------
 
     def cut_after(self, n_bytes: int, times: int = 1) -> None:
-        """Abort the next `times` file-body streams (either origin) after `n_bytes` body bytes."""
+        """Abort the next `times` file-body streams longer than `n_bytes` (either origin) after
+        `n_bytes` body bytes: the connection is closed without completing the response."""
         with self._flock:
             self._cuts.append([n_bytes, times])
 
@@ -142,9 +143,10 @@ class FaultSwitches:
                     return rule
         return None
 
-    def _take_cut(self) -> int | None:
+    def _take_cut(self, length: int) -> int | None:
+        """The cut point for a body of `length` bytes; only bodies longer than it use up a cut."""
         with self._flock:
-            if not self._cuts:
+            if not self._cuts or self._cuts[0][0] >= length:
                 return None
             n_bytes = self._cuts[0][0]
             self._cuts[0][1] -= 1

@@ -1,0 +1,34 @@
+"""What handlers share: the app keys of the components, and small response helpers."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from mirror.config import Config
+from mirror.resolve.resolver import Resolver
+
+RESOLVER = web.AppKey("resolver", Resolver)
+CONFIG = web.AppKey("config", Config)
+
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?", re.ASCII)
+
+
+def mirror_base(request: web.Request) -> str:
+    """The mirror's absolute origin for generated links: `server.public_url` when set,
+    else the request's Host if it is a plain host[:port] (never a header's free text)."""
+    public = request.app[CONFIG].server.public_url.rstrip("/")
+    if public:
+        return public
+    host = request.host
+    if not _HOST.fullmatch(host):
+        sock = request.transport.get_extra_info("sockname") if request.transport else None
+        host = f"{sock[0]}:{sock[1]}" if sock else "127.0.0.1"
+    return f"http://{host}"
+
+
+def stale_headers(stale: bool) -> dict[str, str]:
+    if not stale:
+        return {}
+    return {"X-Mirror-Stale": "1", "X-HF-Warning": "mirror-stale; upstream unreachable, serving the last known answer"}

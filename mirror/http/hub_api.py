@@ -1,0 +1,174 @@
+"""Hub API handlers (hf-protocol.md §1): repo info, tree, paths-info, refs, commits,
+whoami, agent-harnesses and the refused xet token route. Each parses, calls the
+Resolver once, renders."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+from aiohttp import web
+
+from mirror.errors import BadRequest, EntryNotFound, XetNotSupported
+from mirror.http import parse
+from mirror.http.context import RESOLVER, mirror_base, stale_headers
+from mirror.model import FileEntry
+from mirror.upstream import urls
+
+PAGE = 1000
+PAGE_EXPAND = 50
+
+
+async def agent_harnesses(request: web.Request) -> web.Response:
+    return web.json_response({"standardEnvVars": [], "harnesses": {}})
+
+
+async def xet_read_token(request: web.Request) -> web.Response:
+    raise XetNotSupported("this mirror does not support Xet: set HF_HUB_DISABLE_XET=1 and download over HTTP")
+
+
+async def whoami(request: web.Request) -> web.Response:
+    resolver = request.app[RESOLVER]
+    data, _link, _stale = await resolver.passthrough.get(None, "/api/whoami-v2", [], parse.bearer_token(request))
+    return web.json_response(data)
+
+
+async def repo_info(request: web.Request) -> web.Response:
+    key = parse.repo_key(request)
+    rev = request.match_info.get("rev")
+    if rev is not None:
+        rev = parse.revision(rev)
+    res, info = await request.app[RESOLVER].metadata.resolve(key, rev, parse.bearer_token(request))
+    return web.json_response(info, headers=stale_headers(res.stale))
+
+
+def _select(listing: dict[str, FileEntry], path: str, recursive: bool) -> list[FileEntry]:
+    entries = _with_directories(listing)
+    if path:
+        entry = entries.get(path)
+        if entry is None:
+            raise EntryNotFound(f"{path} does not exist")
+        if entry.kind == "file":
+            return [entry]
+    prefix = f"{path}/" if path else ""
+    out = []
+    for p, e in entries.items():
+        if not p.startswith(prefix) or p == path:
+            continue
+        if recursive or "/" not in p[len(prefix):]:
+            out.append(e)
+    return out
+
+
+def _with_directories(listing: dict[str, FileEntry]) -> dict[str, FileEntry]:
+    """Upstream recursive listings include directories; synthesise any that are absent."""
+    missing: dict[str, FileEntry] = {}
+    for p in listing:
+        parts = p.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            if d not in listing and d not in missing:
+                missing[d] = FileEntry(d, "directory", "0" * 40, 0)
+    if not missing:
+        return listing
+    merged = dict(listing)
+    merged.update(missing)
+    return dict(sorted(merged.items()))
+
+
+async def tree(request: web.Request) -> web.Response:
+    key = parse.repo_key(request)
+    rev = parse.revision(request.match_info["rev"])
+    raw_path = request.match_info.get("path", "")
+    path = parse.file_path(raw_path.strip("/")) if raw_path.strip("/") else ""
+    recursive = request.query.get("recursive", "false").lower() == "true"
+    expand = request.query.get("expand", "false").lower() == "true"
+    token = parse.bearer_token(request)
+    resolver = request.app[RESOLVER]
+    res, _info = await resolver.metadata.resolve(key, rev, token)
+    if expand and not res.stale:
+        # lastCommit/securityFileStatus exist only upstream: pass the page through.
+        query = [(k, v) for k, v in request.query.items() if k in ("recursive", "expand", "cursor", "limit")]
+        data, link, stale = await resolver.passthrough.get(key, urls.tree(key, res.commit, path), query, token)
+        headers = stale_headers(stale)
+        if link:
+            # Upstream paths and the mirror's share one shape: only the origin changes.
+            headers["Link"] = f'<{mirror_base(request)}{link}>; rel="next"'
+        return web.json_response(data, headers=headers)
+    listing = await resolver.metadata.listing(res, token)
+    try:
+        entries = _select(listing, path, recursive)
+    except EntryNotFound as exc:
+        raise EntryNotFound(f"{exc.message} in {key} at {res.commit[:12]}", **{"X-Repo-Commit": res.commit}) from None
+    page = PAGE_EXPAND if expand else PAGE
+    limit_q = request.query.get("limit", "")
+    if limit_q.isascii() and limit_q.isdigit() and 0 < int(limit_q) < page:
+        page = int(limit_q)
+    start = _decode_cursor(request.query.get("cursor"))
+    chunk = entries[start:start + page]
+    headers = stale_headers(res.stale)
+    if start + page < len(entries):
+        q = request.rel_url.query.copy()
+        q["cursor"] = _encode_cursor(start + page)
+        headers["Link"] = f'<{mirror_base(request)}{request.rel_url.with_query(q)}>; rel="next"'
+    return web.json_response([e.to_hub() for e in chunk], headers=headers)
+
+
+def _encode_cursor(n: int) -> str:
+    return base64.urlsafe_b64encode(f"mm:{n}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("Invalid cursor") from None
+    m = re.fullmatch(r"mm:(\d{1,9})", text, re.ASCII)
+    if not m:
+        raise BadRequest("Invalid cursor")
+    return int(m.group(1))
+
+
+async def paths_info(request: web.Request) -> web.Response:
+    key = parse.repo_key(request)
+    rev = parse.revision(request.match_info["rev"])
+    if request.content_length is not None and request.content_length > 1 << 20:
+        raise BadRequest("paths-info body too large")
+    form = await request.post()
+    wanted = [parse.file_path(str(p).strip("/")) for p in form.getall("paths", []) if str(p).strip("/")]
+    if len(wanted) > 10_000:
+        raise BadRequest("too many paths")
+    token = parse.bearer_token(request)
+    resolver = request.app[RESOLVER]
+    res, _info = await resolver.metadata.resolve(key, rev, token)
+    entries = _with_directories(await resolver.metadata.listing(res, token))
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for p in wanted:
+        e = entries.get(p)
+        if e is not None and p not in seen:
+            seen.add(p)
+            out.append(e.to_hub())
+    return web.json_response(out, headers=stale_headers(res.stale))
+
+
+async def refs(request: web.Request) -> web.Response:
+    key = parse.repo_key(request)
+    query = [(k, v) for k, v in request.query.items() if k == "include_prs"]
+    data, _link, stale = await request.app[RESOLVER].passthrough.get(key, urls.api(key, "refs"), query, parse.bearer_token(request))
+    return web.json_response(data, headers=stale_headers(stale))
+
+
+async def commits(request: web.Request) -> web.Response:
+    key = parse.repo_key(request)
+    rev = parse.revision(request.match_info["rev"])
+    query = [(k, v) for k, v in request.query.items() if k in ("p", "limit", "expand", "cursor")]
+    path = urls.api(key, "commits", urls.quote_rev(rev))
+    data, link, stale = await request.app[RESOLVER].passthrough.get(key, path, query, parse.bearer_token(request))
+    headers = stale_headers(stale)
+    if link:
+        headers["Link"] = f'<{mirror_base(request)}{link}>; rel="next"'
+    return web.json_response(data, headers=headers)

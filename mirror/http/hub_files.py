@@ -1,0 +1,85 @@
+"""`HEAD`/`GET /{repo}/resolve/{revision}/{path}` (hf-protocol.md §2).
+
+HEAD answers 200 with the metadata headers and the exact size, never a redirect. GET
+streams from the best source (resolve/files.py) with 200, or 206 for a single valid
+Range. When a source fails after the headers went out, the connection is aborted so the
+client sees a failed download, never a short or wrong "complete" file.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from mirror.errors import MirrorError
+from mirror.http import parse
+from mirror.http.context import RESOLVER, stale_headers
+from mirror.model import FileEntry
+from mirror.resolve.metadata import Resolved
+
+log = logging.getLogger("mirror.http")
+
+# Above this the Hub client refuses a non-Xet download when it knows the size (§2.3).
+_HF_SIZE_GUARD = 50_000_000_000
+
+
+def _file_headers(res: Resolved, entry: FileEntry) -> dict[str, str]:
+    h = {
+        "X-Repo-Commit": res.commit,
+        "ETag": f'"{entry.etag}"',
+        "Accept-Ranges": "bytes",
+        "Content-Type": "application/octet-stream",
+    }
+    if entry.lfs_sha256:
+        h["X-Linked-Etag"] = f'"{entry.lfs_sha256}"'
+        if entry.size <= _HF_SIZE_GUARD:
+            h["X-Linked-Size"] = str(entry.size)
+    h.update(stale_headers(res.stale))
+    return h
+
+
+async def resolve_file(request: web.Request) -> web.StreamResponse:
+    key = parse.repo_key(request)
+    rev, path = parse.split_special_revision(request.match_info["rev"], request.match_info["path"])
+    rev = parse.revision(rev)
+    path = parse.file_path(path)
+    token = parse.bearer_token(request)
+    files = request.app[RESOLVER].files
+    res, entry = await files.locate(key, rev, path, token)
+    headers = _file_headers(res, entry)
+    if request.method == "HEAD":
+        if entry.size <= _HF_SIZE_GUARD:
+            headers["Content-Length"] = str(entry.size)
+        return web.Response(status=200, headers=headers)
+    rng = parse.byte_range(request.headers.get("Range"), entry.size)
+    if rng is not None and request.headers.get("If-Range") and request.headers["If-Range"].strip() != headers["ETag"]:
+        rng = None  # a stale validator: RFC 9110 says send the whole file
+    start, end = rng if rng is not None else (0, entry.size)
+    source = await files.open(res, entry, token, rng)
+    resp = web.StreamResponse(status=206 if rng is not None else 200, headers=headers)
+    resp.content_length = end - start
+    if rng is not None:
+        resp.headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.size}"
+    await resp.prepare(request)
+    sent = 0
+    try:
+        async for piece in source.iter(start, end):
+            await resp.write(piece)
+            sent += len(piece)
+    except MirrorError as exc:
+        log.warning("aborting %s %s after %d/%d bytes: %s", key, path, sent, end - start, exc.message)
+        _abort(request)
+        return resp
+    finally:
+        request.app[RESOLVER].svc.catalog.meta.bump("served_bytes", sent)
+    if sent != end - start:
+        _abort(request)
+        return resp
+    await resp.write_eof()
+    return resp
+
+
+def _abort(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()

@@ -1,0 +1,363 @@
+"""Cache fills: one upstream fetch per file identity, however many clients ask.
+
+A `Fill` downloads one file content into a spool file while any number of clients
+stream it *from the spool* behind the writer (followers read from disk, never from a
+shared RAM queue, so slow clients cost no memory). The fetch runs as a task owned by the
+`Fetcher`, shielded from every client: the first client going away does not stop it.
+
+Integrity (threat-model T1, U1-U3): bytes are hashed as they arrive; the last
+`HOLDBACK` bytes are withheld from followers until the whole file matches its upstream
+identity (sha256 for LFS, git blob sha1 otherwise). On a mismatch every follower gets an
+error (the edge aborts the connection), the spool is deleted and nothing is kept. A body
+that breaks off is resumed from the spool's length with a Range request; a 200 answer to
+that Range has its already-spooled prefix skipped; a body longer than declared is cut.
+After verification the spool is ingested into the chunk store in the background.
+
+Spool files survive a restart: `Fetcher.recover` ingests verified spools and resumes
+partial ones of public repos (their hash state is rebuilt by re-reading the prefix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator, Coroutine
+
+from mirror import crashpoints
+from mirror.catalog import Catalog
+from mirror.config import Config
+from mirror.errors import HashMismatch, MirrorError, Overloaded, UpstreamError, UpstreamUnavailable
+from mirror.ingest import Ingestor, identity_hasher
+from mirror.model import FileEntry, RepoKey
+from mirror.store.layout import Layout
+from mirror.upstream import urls
+from mirror.upstream.client import HubClient
+
+log = logging.getLogger("mirror.fill")
+
+HOLDBACK = 64 << 10
+PIECE = 1 << 20
+_INLINE = 256 << 10  # pieces up to this size are hashed and written on the loop
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)", re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class FillTarget:
+    key: RepoKey
+    commit: str
+    entry: FileEntry
+
+    @property
+    def identity(self) -> str:
+        return self.entry.identity
+
+    @property
+    def size(self) -> int:
+        return self.entry.size
+
+
+class Fill:
+    def __init__(self, target: FillTarget, spool: Path, meta: Path) -> None:
+        self.target = target
+        self.spool = spool
+        self.meta = meta
+        self.written = 0
+        self.verified = False
+        self.error: MirrorError | None = None
+        self.done = asyncio.Event()
+        self.ingested = asyncio.Event()
+        self._changed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def size(self) -> int:
+        return self.target.size
+
+    def readable(self) -> int:
+        """Bytes a follower may read now: all once verified, else all but the tail."""
+        if self.verified:
+            return self.size
+        return min(self.written, max(0, self.size - HOLDBACK))
+
+    def notify(self) -> None:
+        ev, self._changed = self._changed, asyncio.Event()
+        ev.set()
+
+    async def stream(self, start: int, end: int) -> AsyncIterator[bytes]:
+        """Yield bytes [start, end) of the file as the fill makes them available."""
+        loop = asyncio.get_running_loop()
+        fd = os.open(self.spool, os.O_RDONLY)
+        try:
+            pos = start
+            while pos < end:
+                if self.error is not None:
+                    raise UpstreamError(f"upstream fetch failed: {self.error.message}")
+                limit = min(self.readable(), end)
+                if pos < limit:
+                    n = min(limit - pos, PIECE)
+                    data = await loop.run_in_executor(None, os.pread, fd, n, pos)
+                    if not data:
+                        raise UpstreamError("spool shrank under a reader")
+                    pos += len(data)
+                    yield data
+                    continue
+                if self.done.is_set() and not self.verified:
+                    raise UpstreamError("upstream fetch failed")
+                changed = self._changed
+                try:
+                    await asyncio.wait_for(changed.wait(), 30)
+                except asyncio.TimeoutError:
+                    continue
+        finally:
+            os.close(fd)
+
+
+class Fetcher:
+    def __init__(self, hub: HubClient, ingestor: Ingestor, catalog: Catalog, layout: Layout, config: Config) -> None:
+        self.hub = hub
+        self.ingestor = ingestor
+        self.catalog = catalog
+        self.layout = layout
+        self.config = config
+        self._fills: dict[str, Fill] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.upstream_gets = 0
+
+    def active(self, identity: str) -> Fill | None:
+        return self._fills.get(identity)
+
+    def start(self, target: FillTarget, token: str | None) -> Fill:
+        """Return the fill for this content, starting one if none runs."""
+        fill = self._fills.get(target.identity)
+        if fill is not None and not (fill.done.is_set() and not fill.verified):
+            return fill
+        running = sum(1 for f in self._fills.values() if not f.done.is_set())
+        if running >= self.config.server.max_cold_fetches:
+            raise Overloaded("mirror is busy filling its cache; retry shortly", retry_after=2)
+        spool, meta = self.layout.spool_paths(target.identity)
+        # Create the spool now, so followers can open it before the task first runs.
+        os.close(os.open(spool, os.O_RDWR | os.O_CREAT, 0o644))
+        fill = Fill(target, spool, meta)
+        self._fills[target.identity] = fill
+        self._spawn(self._run(fill, token))
+        return fill
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    # --- the fetch -----------------------------------------------------------------------
+
+    async def _run(self, fill: Fill, token: str | None) -> None:
+        t = fill.target
+        try:
+            self._write_meta(fill, verified=False)
+            await self._download(fill, token)
+            fill.verified = True
+            self._write_meta(fill, verified=True)
+            crashpoints.hit("fill.verified")
+            fill.notify()
+        except asyncio.CancelledError:
+            fill.error = UpstreamUnavailable("mirror shutting down")
+            fill.notify()
+            fill.done.set()
+            raise
+        except MirrorError as exc:
+            fill.error = exc
+            if isinstance(exc, HashMismatch):
+                log.error("integrity: %s %s@%s %s: %s; nothing kept", t.key, t.commit[:12], t.entry.path, t.identity, exc)
+                self._drop_spool(fill)
+            else:
+                log.warning("fill of %s %s failed: %s", t.key, t.entry.path, exc.message)
+            fill.notify()
+            fill.done.set()
+            self._fills.pop(t.identity, None)
+            return
+        except Exception as exc:  # an unexpected bug: fail the fill, keep the daemon
+            log.exception("fill of %s %s crashed", t.key, t.entry.path)
+            fill.error = UpstreamError(f"internal error during fill: {type(exc).__name__}")
+            fill.notify()
+            fill.done.set()
+            self._fills.pop(t.identity, None)
+            return
+        fill.done.set()
+        await self._ingest(fill)
+
+    async def _ingest(self, fill: Fill) -> None:
+        t = fill.target
+        try:
+            await self.ingestor.ingest_path(fill.spool, t.identity, verified=True)
+            crashpoints.hit("fill.ingested")
+            self._drop_spool(fill)
+        except Exception:
+            log.exception("ingest of %s failed; the verified spool is kept and retried at start", t.identity)
+        finally:
+            fill.ingested.set()
+            if self._fills.get(t.identity) is fill:
+                self._fills.pop(t.identity, None)
+
+    async def _download(self, fill: Fill, token: str | None) -> None:
+        t = fill.target
+        loop = asyncio.get_running_loop()
+        hasher = identity_hasher(t.identity, t.size)
+        fd = os.open(fill.spool, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            have = os.fstat(fd).st_size
+            if have > t.size:
+                os.ftruncate(fd, 0)
+                have = 0
+            if have:  # a spool left by an earlier run: rebuild the hash state
+                await loop.run_in_executor(None, _hash_prefix, fd, have, hasher)
+                log.info("resuming %s at %d/%d bytes", t.entry.path, have, t.size)
+            fill.written = have
+            failures = 0
+            path = urls.resolve(t.key, t.commit, t.entry.path)
+            while fill.written < t.size:
+                try:
+                    await self._fetch_once(fill, fd, hasher, path, token)
+                    if fill.written >= t.size:
+                        break
+                    raise UpstreamUnavailable("upstream body ended early")
+                except (UpstreamUnavailable, UpstreamError) as exc:
+                    if isinstance(exc, HashMismatch):
+                        raise
+                    failures += 1
+                    if failures > self.config.upstream.max_resumes:
+                        raise
+                    log.info("upstream broke at %d/%d of %s (%s); resuming", fill.written, t.size, t.entry.path, exc.message)
+                    await asyncio.sleep(min(0.1 * 2**failures, 3.0))
+            actual = hasher.hexdigest()
+            expected = t.identity.split(":", 1)[1]
+            if actual != expected:
+                raise HashMismatch(f"{t.key} {t.entry.path}", expected, actual)
+            await loop.run_in_executor(None, os.fsync, fd)
+        finally:
+            os.close(fd)
+
+    async def _fetch_once(self, fill: Fill, fd: int, hasher: "object", path: str, token: str | None) -> None:
+        t = fill.target
+        loop = asyncio.get_running_loop()
+        start = fill.written
+        body = await self.hub.open_file(path, token, start=start)
+        self.upstream_gets += 1
+        try:
+            skip = 0
+            if start and body.status == 206:
+                m = _CONTENT_RANGE.fullmatch(body.content_range or "")
+                if not m or int(m.group(1)) != start or int(m.group(3)) != t.size:
+                    raise UpstreamError("upstream answered a resume with a wrong Content-Range")
+            elif body.status == 200:
+                skip = start  # Range ignored: drop the prefix we already hold
+                if body.content_length is not None and body.content_length != t.size:
+                    raise UpstreamError(f"upstream size {body.content_length} differs from listed size {t.size}")
+            else:
+                raise UpstreamError(f"upstream answered {body.status} to a file request")
+            async for piece in body.iter_chunks(PIECE):
+                if skip:
+                    if len(piece) <= skip:
+                        skip -= len(piece)
+                        continue
+                    piece = piece[skip:]
+                    skip = 0
+                if fill.written + len(piece) > t.size:
+                    raise UpstreamError("upstream sent more bytes than the file size")
+                if len(piece) <= _INLINE:
+                    _write_and_hash(fd, piece, fill.written, hasher)
+                else:
+                    await loop.run_in_executor(None, _write_and_hash, fd, piece, fill.written, hasher)
+                fill.written += len(piece)
+                self.catalog.meta.bump("upstream_bytes", len(piece))
+                fill.notify()
+        finally:
+            body.close()
+
+    # --- spool bookkeeping -----------------------------------------------------------------
+
+    def _write_meta(self, fill: Fill, *, verified: bool) -> None:
+        t = fill.target
+        e = t.entry
+        meta = {
+            "identity": t.identity,
+            "repo_type": t.key.repo_type,
+            "repo_id": t.key.repo_id,
+            "commit": t.commit,
+            "path": e.path,
+            "oid": e.oid,
+            "size": e.size,
+            "lfs_sha256": e.lfs_sha256,
+            "verified": verified,
+        }
+        tmp = fill.meta.with_suffix(".meta-tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, fill.meta)
+
+    def _drop_spool(self, fill: Fill) -> None:
+        for p in (fill.spool, fill.meta):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+    async def recover(self) -> None:
+        """At start: ingest verified spools; resume partial spools of public repos."""
+        for meta_path in sorted(self.layout.spool.glob("*.meta")):
+            try:
+                meta = json.loads(meta_path.read_text())
+                entry = FileEntry(meta["path"], "file", meta["oid"], int(meta["size"]), meta.get("lfs_sha256"))
+                target = FillTarget(RepoKey(meta["repo_type"], meta["repo_id"]), meta["commit"], entry)
+                spool, expected_meta = self.layout.spool_paths(target.identity)
+                if expected_meta != meta_path or not spool.exists():
+                    raise ValueError("spool files do not match")
+            except (ValueError, KeyError, TypeError, OSError):
+                log.warning("removing unreadable spool record %s", meta_path.name)
+                for p in (meta_path, meta_path.with_suffix(".part")):
+                    p.unlink(missing_ok=True)
+                continue
+            if meta.get("verified") and spool.stat().st_size == entry.size:
+                fill = Fill(target, spool, meta_path)
+                fill.written = entry.size
+                fill.verified = True
+                fill.done.set()
+                self._fills[target.identity] = fill
+                self._spawn(self._ingest(fill))
+                continue
+            row = await self.catalog.repos.get_repo(target.key)
+            # A gated or private repo needs a caller's token: it resumes on the next request.
+            if row is not None and not row.private and not row.gated:
+                log.info("resuming interrupted fill of %s %s", target.key, entry.path)
+                self.start(target, None)
+
+
+def _write_and_hash(fd: int, data: bytes, offset: int, hasher: "object") -> None:
+    view = memoryview(data)
+    pos = offset
+    while view:
+        n = os.pwrite(fd, view, pos)
+        view = view[n:]
+        pos += n
+    hasher.update(data)  # type: ignore[attr-defined]
+
+
+def _hash_prefix(fd: int, length: int, hasher: "object") -> None:
+    pos = 0
+    while pos < length:
+        data = os.pread(fd, min(8 << 20, length - pos), pos)
+        if not data:
+            break
+        hasher.update(data)  # type: ignore[attr-defined]
+        pos += len(data)

@@ -1,0 +1,190 @@
+"""Repo metadata: revision -> commit, repo info per commit, and the commit's file listing.
+
+Rules (design.md §3):
+- a 40-hex commit is immutable: its info and listing are cached forever;
+- a branch, tag or short sha is re-checked upstream once its answer is older than
+  `cache.ref_ttl`; within the TTL it is answered from the catalog;
+- when upstream is unreachable or answers 5xx, the last known answer is used and the
+  result is marked stale (`X-Mirror-Stale: 1` at the edge);
+- every answer taken from the cache for a gated or private repo passes `Access.check`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from mirror.catalog import Catalog
+from mirror.clock import Clock
+from mirror.config import CacheConfig
+from mirror.errors import RepoNotFound, RevisionNotFound, UpstreamError
+from mirror.model import FileEntry, RepoKey
+from mirror.resolve.access import Access
+from mirror.upstream import urls
+from mirror.upstream.client import HubClient
+
+log = logging.getLogger("mirror.resolve")
+
+FULL_SHA = re.compile(r"[0-9a-f]{40}", re.ASCII)
+# The key under which the default branch (repo info without a revision) is cached.
+DEFAULT_REF = ""
+_MAX_TREE_PAGES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    key: RepoKey
+    repo: int
+    commit: str
+    stale: bool = False
+
+
+class Metadata:
+    def __init__(self, hub: HubClient, catalog: Catalog, clock: Clock, config: CacheConfig, access: Access) -> None:
+        self.hub = hub
+        self.catalog = catalog
+        self.clock = clock
+        self.config = config
+        self.access = access
+        self._inflight: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
+
+    async def _single(self, key: tuple[Any, ...], factory: Any) -> Any:
+        """Coalesce identical concurrent upstream look-ups into one task that outlives
+        any single caller going away."""
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(factory())
+            self._inflight[key] = task
+            task.add_done_callback(lambda t: (self._inflight.pop(key, None), t.cancelled() or t.exception()))
+        return await asyncio.shield(task)
+
+    # --- revision -> commit, with repo info -----------------------------------------------
+
+    async def resolve(self, key: RepoKey, revision: str | None, token: str | None) -> tuple[Resolved, dict[str, Any]]:
+        """Return the commit a revision names now, and the repo info at that commit."""
+        rev = revision or DEFAULT_REF
+        repo = await self.catalog.repos.repo_id(key)
+        assert repo is not None
+        if FULL_SHA.fullmatch(rev):
+            info = await self.catalog.repos.commit_info(repo, rev)
+            if info is not None:
+                await self.access.check(key, repo, rev, token)
+                return Resolved(key, repo, rev), info
+            info = await self._fetch_info(key, repo, rev, token)
+            return Resolved(key, repo, rev), info
+        ref = await self.catalog.repos.get_ref(repo, rev)
+        if ref is not None and self.clock.now() - ref[1] < self.config.ref_ttl:
+            info = await self.catalog.repos.commit_info(repo, ref[0])
+            if info is not None:
+                await self.access.check(key, repo, ref[0], token)
+                return Resolved(key, repo, ref[0]), info
+        try:
+            info = await self._fetch_info(key, repo, rev, token)
+        except UpstreamError:
+            # Unreachable or 5xx: serve the last known answer, marked stale.
+            if ref is None:
+                raise
+            info = await self.catalog.repos.commit_info(repo, ref[0])
+            if info is None:
+                raise
+            await self.access.check(key, repo, ref[0], token)
+            log.warning("upstream unavailable; serving stale %s@%s -> %s", key, rev or "<default>", ref[0][:12])
+            return Resolved(key, repo, ref[0], stale=True), info
+        return Resolved(key, repo, str(info["sha"])), info
+
+    async def _fetch_info(self, key: RepoKey, repo: int, rev: str, token: str | None) -> dict[str, Any]:
+        async def fetch() -> dict[str, Any]:
+            reply = await self.hub.get_json(urls.info(key, rev or None), token, {"blobs": "true"})
+            info = reply.data
+            if not isinstance(info, dict) or not isinstance(info.get("sha"), str) or not FULL_SHA.fullmatch(info["sha"]):
+                raise UpstreamError("upstream repo info has no commit sha")
+            info = strip_xet(info)
+            private = bool(info.get("private"))
+            gated = info.get("gated") or ""
+            await self.catalog.repos.set_repo_info(key, private=private, gated=str(gated) if gated else "", info=None)
+            await self.catalog.repos.set_commit_info(repo, info["sha"], info)
+            if not FULL_SHA.fullmatch(rev):
+                await self.catalog.repos.set_ref(repo, rev, info["sha"])
+            if private and not gated:
+                # Upstream just showed this private repo to this token.
+                self.access.remember(key, token)
+            return info
+
+        return await self._single(("info", key, rev, self.access.fingerprint(token)), fetch)  # type: ignore[no-any-return]
+
+    # --- listing ------------------------------------------------------------------------------
+
+    async def listing(self, res: Resolved, token: str | None) -> dict[str, FileEntry]:
+        """The complete recursive file listing of a commit (cached forever)."""
+        cached = await self.catalog.repos.get_listing(res.repo, res.commit)
+        if cached is not None:
+            return cached
+
+        async def fetch() -> dict[str, FileEntry]:
+            entries = await self._fetch_tree(res.key, res.commit, token)
+            await self.catalog.repos.put_listing(res.repo, res.commit, entries)
+            return {e.path: e for e in entries}
+
+        return await self._single(("tree", res.key, res.commit, self.access.fingerprint(token)), fetch)  # type: ignore[no-any-return]
+
+    async def _fetch_tree(self, key: RepoKey, commit: str, token: str | None) -> list[FileEntry]:
+        reply = await self.hub.get_json(urls.tree(key, commit), token, {"recursive": "true", "expand": "false"})
+        entries: list[FileEntry] = []
+        pages = 0
+        while True:
+            if not isinstance(reply.data, list):
+                raise UpstreamError("upstream tree listing is not a list")
+            entries.extend(parse_entry(e) for e in reply.data)
+            pages += 1
+            if not reply.link_next or pages >= _MAX_TREE_PAGES:
+                break
+            reply = await self.hub.get_json_url(reply.link_next, token)
+        return entries
+
+    async def entry(self, res: Resolved, path: str, token: str | None) -> FileEntry | None:
+        return (await self.listing(res, token)).get(path)
+
+    async def known_repo(self, key: RepoKey) -> bool:
+        return await self.catalog.repos.repo_id(key, create=False) is not None
+
+
+def parse_entry(raw: Any) -> FileEntry:
+    if not isinstance(raw, dict) or not isinstance(raw.get("path"), str):
+        raise UpstreamError("malformed tree entry from upstream")
+    kind = raw.get("type")
+    if kind == "directory":
+        return FileEntry(raw["path"], "directory", str(raw.get("oid", "")), 0)
+    if kind != "file":
+        raise UpstreamError("malformed tree entry type from upstream")
+    lfs = raw.get("lfs") if isinstance(raw.get("lfs"), dict) else None
+    sha256 = str(lfs.get("oid") or lfs.get("sha256") or "") if lfs else ""
+    if sha256 and not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise UpstreamError("malformed LFS oid from upstream")
+    oid = str(raw.get("oid", ""))
+    if not re.fullmatch(r"[0-9a-f]{40}", oid):
+        raise UpstreamError("malformed git oid from upstream")
+    size = raw.get("size")
+    if not isinstance(size, int) or size < 0:
+        raise UpstreamError("malformed file size from upstream")
+    pointer = lfs.get("pointerSize") if lfs else None
+    return FileEntry(raw["path"], "file", oid, size, sha256 or None, int(pointer) if isinstance(pointer, int) else None)
+
+
+def strip_xet(obj: Any) -> Any:
+    """Remove every `xetHash` key (and other xet hints) from a JSON value."""
+    if isinstance(obj, dict):
+        return {k: strip_xet(v) for k, v in obj.items() if k not in ("xetHash", "xet_hash", "xetAuth")}
+    if isinstance(obj, list):
+        return [strip_xet(v) for v in obj]
+    return obj
+
+
+def known_missing(key: RepoKey) -> RepoNotFound:
+    return RepoNotFound(f"Repository {key} not found")
+
+
+def missing_revision(key: RepoKey, rev: str) -> RevisionNotFound:
+    return RevisionNotFound(f"Revision {rev} not found in {key}")

@@ -1,0 +1,1 @@
+"""The conversation with the upstream Hub (see client.py)."""

@@ -1,0 +1,243 @@
+"""HubClient: the only module that talks to the upstream Hub.
+
+Contract:
+- JSON calls return the decoded body and a few allowlisted headers; Hub errors are raised
+  as the matching domain error (`RepoNotFound`, `RevisionNotFound`, `EntryNotFound`,
+  `GatedRepo`), 429 as `Overloaded`, 5xx as `UpstreamError`, and connection failures or
+  timeouts as `UpstreamUnavailable`. No upstream header is ever relayed to a client
+  except through these return values.
+- Redirects are followed by hand (`redirects.Hop`): bounded hops, http(s) only, no
+  loopback/private targets unless configured, and the caller's token is dropped as soon
+  as a hop leaves the upstream host.
+- File bodies are requested with `Accept-Encoding: identity` and never decompressed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Mapping
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from mirror import __version__
+from mirror.config import UpstreamConfig
+from mirror.errors import (
+    EntryNotFound,
+    GatedRepo,
+    MirrorError,
+    Overloaded,
+    RepoNotFound,
+    RevisionNotFound,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+from mirror.upstream.redirects import check_redirect_target
+
+log = logging.getLogger("mirror.upstream")
+
+_ERRORS: dict[str, type[MirrorError]] = {
+    "RepoNotFound": RepoNotFound,
+    "RevisionNotFound": RevisionNotFound,
+    "EntryNotFound": EntryNotFound,
+    "GatedRepo": GatedRepo,
+}
+
+
+@dataclass
+class JsonReply:
+    data: Any
+    status: int
+    link_next: str | None
+    commit: str | None
+
+
+class UpstreamBody:
+    """An open upstream file response: status, sizes, and an async byte iterator."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, read_timeout: float) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.content_length = resp.content_length
+        self.content_range = resp.headers.get("Content-Range")
+        self._read_timeout = read_timeout
+
+    async def iter_chunks(self, size: int = 1 << 20) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                data = await asyncio.wait_for(self._resp.content.read(size), self._read_timeout)
+                if not data:
+                    return
+                yield data
+        except asyncio.TimeoutError:
+            raise UpstreamUnavailable("upstream body stalled") from None
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            raise UpstreamUnavailable(f"upstream body broke: {type(exc).__name__}") from None
+
+    def close(self) -> None:
+        self._resp.close()
+
+
+def _raise_for(resp: aiohttp.ClientResponse, body: bytes) -> None:
+    code = resp.headers.get("X-Error-Code", "")
+    message = resp.headers.get("X-Error-Message", "")
+    if not message:
+        try:
+            parsed = json.loads(body)
+            message = parsed.get("error", "") if isinstance(parsed, dict) else ""
+            if not isinstance(message, str):
+                message = str(message)
+        except ValueError:
+            message = ""
+    message = message or f"upstream answered {resp.status}"
+    extra = {}
+    if resp.headers.get("X-Repo-Commit"):
+        extra["X-Repo-Commit"] = resp.headers["X-Repo-Commit"]
+    if code in _ERRORS:
+        err = _ERRORS[code](message, **extra)
+        err.status = resp.status if resp.status in (401, 403, 404) else err.status
+        raise err
+    if resp.status == 429:
+        ra = resp.headers.get("Retry-After", "1")
+        raise Overloaded(f"upstream rate limit: {message}", int(ra) if ra.isascii() and ra.isdigit() else 1)
+    if resp.status in (401, 403):
+        raise RepoNotFound(message)
+    if resp.status == 404:
+        raise RepoNotFound(message)
+    if resp.status >= 500:
+        raise UpstreamError(f"upstream error {resp.status}")
+    raise UpstreamError(f"upstream answered {resp.status}: {message[:200]}")
+
+
+class HubClient:
+    def __init__(self, config: UpstreamConfig) -> None:
+        self.config = config
+        self.base = config.url.rstrip("/")
+        self._host = urlsplit(self.base).netloc
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout, sock_read=self.config.read_timeout)
+        connector = aiohttp.TCPConnector(limit=max(8, self.config.max_concurrent * 2), ttl_dns_cache=60)
+        self._session = aiohttp.ClientSession(
+            timeout=timeout,
+            connector=connector,
+            auto_decompress=True,
+            headers={"User-Agent": f"model-mirror/{__version__}"},
+            trust_env=False,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("HubClient not started")
+        return self._session
+
+    def _headers(self, token: str | None, url: str) -> dict[str, str]:
+        if token and urlsplit(url).netloc == self._host:
+            return {"Authorization": f"Bearer {token}"}
+        return {}
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        token: str | None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+        decompress: bool = True,
+    ) -> aiohttp.ClientResponse:
+        """Send a request and follow redirects by hand; return the final response."""
+        hops = 0
+        while True:
+            hdrs = dict(headers or {})
+            hdrs.update(self._headers(token, url))
+            try:
+                resp = await self.session.request(
+                    method, url, headers=hdrs, data=data, allow_redirects=False, auto_decompress=decompress
+                )
+            except asyncio.TimeoutError:
+                raise UpstreamUnavailable("upstream timed out") from None
+            except (aiohttp.ClientError, OSError) as exc:
+                raise UpstreamUnavailable(f"upstream unreachable: {type(exc).__name__}") from None
+            if resp.status not in (301, 302, 303, 307, 308):
+                return resp
+            location = resp.headers.get("Location", "")
+            resp.release()
+            hops += 1
+            if hops > self.config.max_redirects or not location:
+                raise UpstreamError("upstream redirect loop or empty Location")
+            target = urljoin(url, location)
+            await check_redirect_target(target, allow_private=self.config.allow_private_redirects, base_host=self._host)
+            if resp.status == 303:
+                method, data = "GET", None
+            url = target
+
+    async def get_json(self, path: str, token: str | None, params: Mapping[str, str] | list[tuple[str, str]] | None = None) -> JsonReply:
+        url = self._url(path, params)
+        return await self._json("GET", url, token)
+
+    async def get_json_url(self, url: str, token: str | None) -> JsonReply:
+        """GET an absolute upstream URL (a `Link rel=next` the upstream gave us)."""
+        if urlsplit(url).netloc != self._host:
+            raise UpstreamError("upstream pagination link points at another host")
+        return await self._json("GET", url, token)
+
+    async def post_form(self, path: str, token: str | None, form: list[tuple[str, str]]) -> JsonReply:
+        return await self._json("POST", self._url(path, None), token, data=aiohttp.FormData(form))
+
+    async def _json(self, method: str, url: str, token: str | None, data: Any = None) -> JsonReply:
+        try:
+            resp = await asyncio.wait_for(
+                self._request(method, url, token, headers={"Accept": "application/json"}, data=data),
+                self.config.metadata_timeout,
+            )
+            async with resp:
+                body = await asyncio.wait_for(resp.read(), self.config.metadata_timeout)
+        except asyncio.TimeoutError:
+            raise UpstreamUnavailable("upstream timed out") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(f"upstream broke: {type(exc).__name__}") from None
+        if resp.status >= 400:
+            _raise_for(resp, body)
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            raise UpstreamError("upstream answered with malformed JSON") from None
+        link = resp.links.get("next")
+        nxt = str(link["url"]) if link and link.get("url") else None
+        return JsonReply(parsed, resp.status, nxt, resp.headers.get("X-Repo-Commit"))
+
+    async def open_file(self, path: str, token: str | None, start: int = 0, end: int | None = None) -> UpstreamBody:
+        """Open the bytes of a resolve URL path, from `start` (inclusive) to `end`
+        (exclusive, None = to the end). The caller checks status and Content-Range."""
+        headers = {"Accept-Encoding": "identity"}
+        if start or end is not None:
+            headers["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
+        resp = await self._request("GET", self._url(path, None), token, headers=headers, decompress=False)
+        if resp.status >= 400:
+            try:
+                body = await asyncio.wait_for(resp.read(), self.config.metadata_timeout)
+            except (asyncio.TimeoutError, aiohttp.ClientError):
+                body = b""
+            finally:
+                resp.release()
+            _raise_for(resp, body)
+        return UpstreamBody(resp, self.config.read_timeout)
+
+    def _url(self, path: str, params: Mapping[str, str] | list[tuple[str, str]] | None) -> str:
+        url = self.base + path
+        if params:
+            from urllib.parse import urlencode
+
+            url += "?" + urlencode(list(params.items()) if isinstance(params, Mapping) else params)
+        return url

@@ -1,0 +1,133 @@
+"""Shared fixtures and data makers for the test suite.
+
+Fixtures: `data_dir` (an empty data directory under pytest's tmp_path), `config` (a
+`Config` pointing at it, built without reading the environment) and `services` (the
+node core opened on it by `mirror.services.open_services`, closed after the test).
+
+Data makers build content whose shape matters to the store: weights that look like
+bf16/fp16 checkpoints (normal, std 0.02, as a real init or fine-tune), incompressible
+random bytes, and safetensors files around either, with a real JSON header so that the
+store's dtype sniff and byte grouping are exercised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+from typing import AsyncIterator
+
+import numpy as np
+import pytest
+
+from mirror import config as config_mod
+from mirror.config import Config
+from mirror.services import Services, open_services
+
+MiB = 1 << 20
+
+
+# --- data makers -----------------------------------------------------------------------------
+
+
+def bf16_like(n_values: int, seed: int = 0) -> bytes:
+    """`n_values` bf16 weights: normal(0, 0.02) float32 truncated to its high 16 bits."""
+    f32 = np.random.default_rng(seed).standard_normal(n_values, dtype=np.float32) * np.float32(0.02)
+    return (f32.view(np.uint32) >> 16).astype("<u2").tobytes()
+
+
+def fp16_like(n_values: int, seed: int = 0) -> bytes:
+    """`n_values` fp16 weights drawn from normal(0, 0.02)."""
+    f32 = np.random.default_rng(seed).standard_normal(n_values, dtype=np.float32) * np.float32(0.02)
+    return f32.astype("<f2").tobytes()
+
+
+def random_bytes(n: int, seed: int = 0) -> bytes:
+    return np.random.default_rng(seed).bytes(n)
+
+
+_DTYPE_WIDTH = {"BF16": 2, "F16": 2, "F32": 4, "U8": 1}
+
+
+def safetensors_header(tensors: list[tuple[str, str, int]], *, header_len: int | None = None, metadata: dict[str, str] | None = None) -> bytes:
+    """The 8-byte length prefix and JSON header for tensors given as (name, dtype, nbytes),
+    laid out back to back. The JSON is space-padded to a multiple of 8 bytes, or to exactly
+    `header_len` bytes when given (to model a header that grew by a few bytes)."""
+    entries: dict[str, object] = {}
+    if metadata:
+        entries["__metadata__"] = metadata
+    pos = 0
+    for name, dtype, nbytes in tensors:
+        width = _DTYPE_WIDTH[dtype]
+        entries[name] = {"dtype": dtype, "shape": [nbytes // width], "data_offsets": [pos, pos + nbytes]}
+        pos += nbytes
+    text = json.dumps(entries, separators=(",", ":")).encode()
+    target = header_len if header_len is not None else -(-len(text) // 8) * 8
+    if target < len(text):
+        raise ValueError(f"header needs {len(text)} bytes, asked for {target}")
+    text += b" " * (target - len(text))
+    return struct.pack("<Q", len(text)) + text
+
+
+def safetensors_bytes(payload: bytes, dtype: str, *, n_tensors: int = 4, header_len: int | None = None,
+                      metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file whose data section is `payload`, split into `n_tensors` tensors."""
+    width = _DTYPE_WIDTH[dtype]
+    per = len(payload) // n_tensors // width * width
+    sizes = [per] * (n_tensors - 1) + [len(payload) - per * (n_tensors - 1)]
+    tensors = [(f"model.layers.{i}.weight", dtype, n) for i, n in enumerate(sizes)]
+    return safetensors_header(tensors, header_len=header_len, metadata=metadata) + payload
+
+
+def header_length(file_bytes: bytes | memoryview) -> int:
+    """Length of a safetensors file's JSON header (without the 8-byte prefix)."""
+    return int(struct.unpack_from("<Q", file_bytes)[0])
+
+
+def fine_tune(payload: bytes, *, block: int = MiB, share: float = 0.10, seed: int = 1) -> tuple[bytes, int]:
+    """A copy of bf16 `payload` where `share` of its `block`-sized blocks hold fresh random
+    weights (as a fine-tune that touched some layers). Returns (variant, changed blocks)."""
+    rng = np.random.default_rng(seed)
+    n_blocks = len(payload) // block
+    changed = max(1, round(n_blocks * share))
+    out = bytearray(payload)
+    for b in sorted(rng.choice(n_blocks, size=changed, replace=False).tolist()):
+        out[b * block:(b + 1) * block] = bf16_like(block // 2, seed=seed * 1000 + b)
+    return bytes(out), changed
+
+
+def sha256_identity(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+
+def make_config(data_dir: Path, **store: object) -> Config:
+    """A config for `data_dir`, isolated from the caller's MIRROR_* environment."""
+    return config_mod.load(env={}, overrides={"store": {"data_dir": str(data_dir), **store}})
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def config(data_dir: Path) -> Config:
+    return make_config(data_dir)
+
+
+@pytest.fixture
+async def services(config: Config) -> AsyncIterator[Services]:
+    svc = await open_services(config)
+    try:
+        yield svc
+    finally:
+        await svc.close()
