@@ -18,6 +18,7 @@ from mirror.http.middleware import ACCESS_LOG_ON, access_middleware, errors_midd
 from mirror.http.routes import setup_routes
 from mirror.resolve.resolver import Resolver
 from mirror.services import Services, open_services
+from mirror.sync.run import sync_forever
 
 log = logging.getLogger("mirror")
 
@@ -36,13 +37,16 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
         resolver = Resolver(svc, config)
         await resolver.start()
         app[RESOLVER] = resolver
-        flusher = asyncio.create_task(_flush_loop(svc))
+        tasks = [asyncio.create_task(_flush_loop(svc))]
+        if config.sync.interval > 0:
+            tasks.append(asyncio.create_task(sync_forever(resolver, config)))
         yield
-        flusher.cancel()
-        try:
-            await flusher
-        except asyncio.CancelledError:
-            pass
+        for task in tasks:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
         await resolver.close()
         await svc.close()
 

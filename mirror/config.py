@@ -252,6 +252,10 @@ def _validate(cfg: Config) -> None:
     for i, repo in enumerate(cfg.sync.repos):
         if repo.repo_type not in ("model", "dataset", "space"):
             raise ConfigError(f"{src}: key 'sync.repos[{i}].repo_type' must be model, dataset or space")
+        if not repo.repo.strip() or not repo.revisions:
+            raise ConfigError(f"{src}: 'sync.repos[{i}]' needs a repo and at least one revision")
+    if cfg.sync.interval < 0:
+        raise ConfigError(f"{src}: key 'sync.interval' must be >= 0")
 
 
 def parse_duration(text: str) -> float:

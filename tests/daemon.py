@@ -95,15 +95,19 @@ class MirrorDaemon:
         try:
             return self.proc.wait(timeout)
         finally:
-            if self._reader:
-                self._reader.join(5)
+            self._reap()
 
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait(10)
+        self._reap()
+
+    def _reap(self) -> None:
         if self._reader:
             self._reader.join(5)
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
 
     def restart(self) -> "MirrorDaemon":
         if self.proc is not None and self.proc.poll() is None:

@@ -1,7 +1,7 @@
 """The catalog: every fact about repos and content, in SQLite. Every SQL statement of the
 project lives in this package.
 
-`Catalog` groups the per-noun parts (`repos`, `content`, `meta`) over one `Database`.
+`Catalog` groups the per-noun parts (`repos`, `content`, `meta`, `api`, `pins`, `usage`) over one `Database`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from mirror.catalog.apicache import ApiCache
 from mirror.catalog.content import ContentCatalog, StoreStats
 from mirror.catalog.db import Database
 from mirror.catalog.meta import MetaCatalog
+from mirror.catalog.pins import PinCatalog
 from mirror.catalog.repos import RepoCatalog, RepoRow
+from mirror.catalog.usage import UsageCatalog
 from mirror.clock import Clock, SystemClock
 
 __all__ = ["Catalog", "StoreStats", "RepoRow"]
@@ -26,6 +28,8 @@ class Catalog:
         self.content = ContentCatalog(db, clock.now)
         self.meta = MetaCatalog(db, clock.now)
         self.api = ApiCache(db, clock.now)
+        self.pins = PinCatalog(db, clock.now)
+        self.usage = UsageCatalog(db)
 
     @classmethod
     async def open(cls, path: Path, clock: Clock | None = None) -> "Catalog":

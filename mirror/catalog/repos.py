@@ -86,8 +86,10 @@ class RepoCatalog:
         self._refs[(repo, name)] = (row["commit_sha"], row["checked_at"])
         return self._refs[(repo, name)]
 
-    async def set_ref(self, repo: int, name: str, sha: str) -> None:
-        now = self._now()
+    async def set_ref(self, repo: int, name: str, sha: str, *, checked_at: float | None = None) -> None:
+        """Point ref `name` at `sha`. `checked_at` (default now) is when upstream last
+        said so; an import of old local data passes the time it learned the ref."""
+        now = self._now() if checked_at is None else checked_at
         async with self.db.transaction() as c:
             cur = await c.execute("SELECT commit_sha FROM refs WHERE repo = ? AND name = ?", (repo, name))
             old = await cur.fetchone()
@@ -97,7 +99,7 @@ class RepoCatalog:
                 (repo, name, sha, now),
             )
             if old is None or old[0] != sha:
-                await c.execute("INSERT INTO changelog(at, kind, key) VALUES (?, 'ref', ?)", (now, f"{repo}:{name}:{sha}"))
+                await c.execute("INSERT INTO changelog(at, kind, key) VALUES (?, 'ref', ?)", (self._now(), f"{repo}:{name}:{sha}"))
         self._refs[(repo, name)] = (sha, now)
 
     async def refs_of(self, repo: int) -> dict[str, str]:

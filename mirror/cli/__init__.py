@@ -12,10 +12,10 @@ import sys
 from typing import Sequence
 
 from mirror import __version__
-from mirror.cli import admin, serve
+from mirror.cli import admin, serve, sync
 from mirror.errors import MirrorError
 
-_GROUPS = [serve, admin]
+_GROUPS = [serve, admin, sync]
 
 
 class _Parser(argparse.ArgumentParser):

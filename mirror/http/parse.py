@@ -67,7 +67,7 @@ def split_special_revision(rev: str, path: str) -> tuple[str, str]:
     return rev, path
 
 
-_RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})", re.ASCII)
+_RANGE = re.compile(r"bytes=(\d{0,30})-(\d{0,30})", re.ASCII)
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:

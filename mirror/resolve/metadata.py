@@ -84,7 +84,10 @@ class Metadata:
         try:
             info = await self._fetch_info(key, repo, rev, token)
         except UpstreamError:
-            # Unreachable or 5xx: serve the last known answer, marked stale.
+            # Unreachable or 5xx: serve the last known answer, marked stale. The default
+            # branch was most likely last seen by name.
+            if ref is None and rev == DEFAULT_REF:
+                ref = await self.catalog.repos.get_ref(repo, "main")
             if ref is None:
                 raise
             info = await self.catalog.repos.commit_info(repo, ref[0])

@@ -23,9 +23,14 @@ import blake3
 
 from mirror import crashpoints
 from mirror.errors import ChunkMissing, CorruptChunk
-from mirror.store.codec import HEADER_SIZE, RAW, Codec, FrameError, peek_header
+from mirror.store.codec import HEADER_SIZE, MAX_CHUNK, RAW, Buffer, Codec, FrameError, peek_header
 from mirror.store.fsio import DurableFS
 from mirror.store.layout import Layout, is_chunk_id
+
+
+# No frame is larger than a raw frame of the largest chunk: compressed frames are only
+# kept when they are smaller than raw.
+MAX_FRAME = HEADER_SIZE + MAX_CHUNK
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,13 @@ class PutResult:
     stored_len: int
     codec: int
     new: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    chunk_id: str
+    raw_len: int
+    frame: bytes | None  # None: the chunk is stored already
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,30 +87,41 @@ class ChunkStore:
         new = self.fs.write_atomic(path, frame, self.layout.tmp)
         return PutResult(cid, len(raw), len(frame), frame[4], new)
 
-    def stage_raw(self, raw: bytes | memoryview, *, group_width: int = 0) -> "Staged":
-        """Encode and write a chunk to a durable temp file without publishing it, so an
-        ingest can drop everything if the whole file then fails its hash. A chunk that is
-        already stored is not staged (`tmp` is None)."""
+    def encode_raw(self, raw: bytes | memoryview, *, group_width: int = 0) -> "Encoded":
+        """Name and encode one chunk (CPU only: blake3 and the codec). A chunk that is
+        already stored is not encoded (`frame` is None)."""
         cid = chunk_id_of(raw)
         if self.layout.chunk_path(cid).exists():
-            return Staged(cid, len(raw), 0, -1, None)
-        frame = self._codec().encode(raw, compress=self.compress, group_width=group_width)
-        tmp = self.fs.stage(frame, self.layout.tmp, cid)
-        return Staged(cid, len(raw), len(frame), frame[4], tmp)
+            return Encoded(cid, len(raw), None)
+        return Encoded(cid, len(raw), self._codec().encode(raw, compress=self.compress, group_width=group_width))
+
+    def stage_encoded(self, enc: "Encoded") -> "Staged":
+        """Write an encoded chunk to a durable temp file without publishing it (I/O only:
+        write and fsync), so an ingest can drop everything if the whole file then fails
+        its hash."""
+        if enc.frame is None:
+            return Staged(enc.chunk_id, enc.raw_len, 0, -1, None)
+        tmp = self.fs.stage(enc.frame, self.layout.tmp, enc.chunk_id)
+        return Staged(enc.chunk_id, enc.raw_len, len(enc.frame), enc.frame[4], tmp)
+
+    def stage_raw(self, raw: bytes | memoryview, *, group_width: int = 0) -> "Staged":
+        """`encode_raw` then `stage_encoded`: a chunk already stored is not staged (`tmp` is None)."""
+        return self.stage_encoded(self.encode_raw(raw, group_width=group_width))
 
     def publish(self, staged: "list[Staged]") -> list[PutResult]:
         """Move staged chunks into place, fsync each touched directory once, and return
-        what is now stored (new chunks first flagged `new`)."""
+        what is now stored (new chunks flagged `new`; the codec and stored length of a
+        chunk that was there already are read from its frame header)."""
         out: list[PutResult] = []
         dirs: set[Path] = set()
         for st in staged:
-            if st.tmp is None:
-                out.append(PutResult(st.chunk_id, st.raw_len, self._stored_len(self.layout.chunk_path(st.chunk_id)), st.codec, False))
-                continue
             final = self.layout.chunk_path(st.chunk_id)
-            new = self.fs.publish(st.tmp, final)
-            dirs.add(final.parent)
-            out.append(PutResult(st.chunk_id, st.raw_len, st.stored_len if new else self._stored_len(final), st.codec, new))
+            if st.tmp is not None and self.fs.publish(st.tmp, final):
+                dirs.add(final.parent)
+                out.append(PutResult(st.chunk_id, st.raw_len, st.stored_len, st.codec, True))
+                continue
+            codec, _raw_len, stored_len = self.describe(st.chunk_id)
+            out.append(PutResult(st.chunk_id, st.raw_len, stored_len, codec, False))
         for d in sorted(dirs):
             self.fs.fsync_dir(d)
         crashpoints.hit("dir.fsynced")
@@ -110,10 +133,14 @@ class ChunkStore:
                 self.fs.discard(st.tmp)
 
     def put_frame(self, cid: str, frame: bytes) -> bool:
-        """Store an already-encoded frame after checking it decodes to `cid`."""
+        """Store an already-encoded frame after checking it decodes to `cid`. A frame
+        larger than raw (a sender's choice) is stored raw instead, so that no stored
+        file exceeds MAX_FRAME."""
         raw = self._codec().decode(frame)
         if chunk_id_of(raw) != cid:
             raise CorruptChunk(cid, "frame does not hash to its id")
+        if len(frame) > MAX_FRAME:
+            frame = self._codec().encode(raw, compress=False)
         return self.fs.write_atomic(self.layout.chunk_path(cid), frame, self.layout.tmp)
 
     # --- reading ---------------------------------------------------------------
@@ -122,13 +149,29 @@ class ChunkStore:
         return self.layout.chunk_path(cid).exists()
 
     def read_frame(self, cid: str) -> bytes:
+        """The stored frame of a chunk. A file larger than any frame can be (a planted or
+        damaged file) is refused before it is read into memory."""
         try:
-            with open(self.layout.chunk_path(cid), "rb") as fh:
-                return fh.read()
+            fd = os.open(self.layout.chunk_path(cid), os.O_RDONLY)
         except FileNotFoundError:
             raise ChunkMissing(cid) from None
+        try:
+            size = os.fstat(fd).st_size
+            if size > MAX_FRAME:
+                raise CorruptChunk(cid, f"chunk file of {size} bytes exceeds the largest frame ({MAX_FRAME})")
+            frame = os.read(fd, size)
+            while len(frame) < size:  # a short read from a regular file is rare, not an error
+                more = os.read(fd, size - len(frame))
+                if not more:
+                    break
+                frame += more
+            return frame
+        finally:
+            os.close(fd)
 
-    def read(self, cid: str, expected_len: int | None = None, *, verify: bool | None = None) -> bytes:
+    def read(self, cid: str, expected_len: int | None = None, *, verify: bool | None = None) -> Buffer:
+        """The raw bytes of a chunk, checked against its id unless `verify` (default: the
+        store's `verify_reads`) is off. Raises ChunkMissing or CorruptChunk."""
         frame = self.read_frame(cid)
         try:
             raw = self._codec().decode(frame, expected_len)

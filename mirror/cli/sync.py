@@ -1,0 +1,140 @@
+"""`mirror pull` (warm one revision) and `mirror sync` (the watch list, for cron).
+
+Both plan and fetch through the Resolver (`mirror.sync`); `sync` holds `locks/sync.lock`
+so overlapping cron runs are harmless. Exit status: 0 success (or "already running"),
+1 when anything failed (listed), 2 for usage or config errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from typing import Any, AsyncIterator
+
+from mirror.cli.common import add_config_args, human_bytes, load_config, print_json
+from mirror.cli.progress import Progress
+from mirror.config import Config, SyncRepo
+from mirror.errors import UsageError
+from mirror.model import REPO_TYPES
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("pull", help="warm the cache with one revision of a repo")
+    add_config_args(p)
+    p.add_argument("repo", metavar="REPO", help="repo id, e.g. org/name")
+    p.add_argument("--revision", "-r", default="", help="branch, tag or commit (default: the default branch)")
+    p.add_argument("--repo-type", choices=REPO_TYPES, default="model")
+    p.add_argument("--include", action="append", default=[], metavar="GLOB", help="only paths matching (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip paths matching (repeatable)")
+    _common(p)
+    p.set_defaults(run=run_pull)
+
+    p = sub.add_parser("sync", help="bring the watch list ([[sync.repos]]) up to date; for cron")
+    add_config_args(p)
+    p.add_argument("--dry-run", action="store_true", help="print the plan (files and bytes to fetch) and stop")
+    p.add_argument("--wait", action="store_true", help="wait for a running sync instead of exiting")
+    _common(p)
+    p.set_defaults(run=run_sync_cmd)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--token", help="Hub token for gated/private repos (default: $HF_TOKEN)")
+    p.add_argument("--concurrency", type=int, default=4, help="files fetched at once (default 4)")
+    p.add_argument("--json", action="store_true", help="machine-readable summary")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, warnings only")
+
+
+@contextlib.asynccontextmanager
+async def open_resolver(config: Config) -> AsyncIterator[Any]:
+    from mirror.resolve.resolver import Resolver
+    from mirror.services import open_services
+
+    svc = await open_services(config)
+    try:
+        resolver = Resolver(svc, config)
+        await resolver.start(recover=False)
+        try:
+            yield resolver
+        finally:
+            await resolver.close()
+    finally:
+        await svc.close()
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    return args.token or os.environ.get("HF_TOKEN") or None
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    if args.quiet:
+        logging.getLogger("mirror").setLevel(logging.WARNING)
+
+
+async def run_pull(args: argparse.Namespace) -> int:
+    from mirror.sync.run import run_sync
+
+    _prepare(args)
+    config = load_config(args)
+    spec = SyncRepo(args.repo, args.repo_type, (args.revision,), tuple(args.include), tuple(args.exclude))
+    progress = Progress(f"pull {args.repo}", quiet=args.quiet or args.json)
+    async with open_resolver(config) as resolver:
+        try:
+            report = await run_sync(
+                resolver, config, repos=[spec], token=_token(args), concurrency=args.concurrency, progress=progress
+            )
+        finally:
+            progress.close()
+    return _render(report, args)
+
+
+async def run_sync_cmd(args: argparse.Namespace) -> int:
+    from mirror.store.layout import open_layout
+    from mirror.sync.lock import exclusive
+    from mirror.sync.run import run_sync
+
+    _prepare(args)
+    config = load_config(args)
+    if not config.sync.repos:
+        raise UsageError(f"{config.source}: the watch list is empty (add [[sync.repos]] tables)")
+    layout = open_layout(config.store.data_dir)
+    progress = Progress("sync", quiet=args.quiet or args.json)
+    async with exclusive(layout.lock_path("sync"), "sync", wait=args.wait):
+        async with open_resolver(config) as resolver:
+            try:
+                report = await run_sync(
+                    resolver, config, token=_token(args), dry_run=args.dry_run, concurrency=args.concurrency, progress=progress
+                )
+            finally:
+                progress.close()
+    return _render(report, args)
+
+
+def _render(report: Any, args: argparse.Namespace) -> int:
+    from mirror.sync.run import summary_line
+
+    if args.json:
+        print_json(report.to_json())
+        return 0 if report.ok else 1
+    for rep in report.repos:
+        plan = rep.plan
+        for rv in plan.revisions:
+            state = "updated" if rv.updated else "unchanged"
+            print(f"{plan.key}@{rv.revision or '(default)'} -> {rv.commit[:12]} ({state}, {rv.files} files)")
+        if report.dry_run:
+            print(f"{plan.key}: would fetch {len(plan.fetch)} files ({human_bytes(plan.fetch_bytes)}), "
+                  f"reuse {human_bytes(plan.reused_bytes)}")
+            for t in plan.fetch:
+                print(f"  fetch {t.entry.path} ({human_bytes(t.entry.size)}) @{t.commit[:12]}")
+        else:
+            print(f"{plan.key}: fetched {rep.files_fetched} files ({human_bytes(rep.bytes_fetched)}), "
+                  f"reused {human_bytes(plan.reused_bytes)}")
+    if not report.dry_run:
+        print(summary_line(report))
+    for failure in report.failures:
+        print(f"FAILED {failure}", file=sys.stderr)
+    return 0 if report.ok else 1
