@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install model-mirror into .venv (created if missing) and start the daemon on the
+# embedded defaults (127.0.0.1:8090, data in ./data, upstream https://huggingface.co).
+# Extra arguments go to `mirror serve` (e.g. --host 0.0.0.0 --config config.toml).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e .
+exec .venv/bin/mirror serve "$@"
