@@ -43,6 +43,7 @@ log = logging.getLogger("mirror.fill")
 HOLDBACK = 64 << 10
 PIECE = 1 << 20
 _INLINE = 256 << 10  # pieces up to this size are hashed and written on the loop
+FLUSH_AFTER = 0.02  # seconds a received byte may wait before followers see it
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)", re.ASCII)
 
 
@@ -267,24 +268,37 @@ class Fetcher:
                     raise UpstreamError(f"upstream size {body.content_length} differs from listed size {t.size}")
             else:
                 raise UpstreamError(f"upstream answered {body.status} to a file request")
-            async for piece in body.iter_chunks(PIECE):
+            # Gather network reads into ~1 MiB pieces (fewer hops and wake-ups), but never
+            # hold bytes back longer than FLUSH_AFTER when the upstream is slow.
+            buf = bytearray()
+            last_flush = loop.time()
+            async for data in body.iter_chunks(PIECE):
                 if skip:
-                    if len(piece) <= skip:
-                        skip -= len(piece)
+                    if len(data) <= skip:
+                        skip -= len(data)
                         continue
-                    piece = piece[skip:]
+                    data = data[skip:]
                     skip = 0
-                if fill.written + len(piece) > t.size:
+                if fill.written + len(buf) + len(data) > t.size:
                     raise UpstreamError("upstream sent more bytes than the file size")
-                if len(piece) <= _INLINE:
-                    _write_and_hash(fd, piece, fill.written, hasher)
-                else:
-                    await loop.run_in_executor(None, _write_and_hash, fd, piece, fill.written, hasher)
-                fill.written += len(piece)
-                self.catalog.meta.bump("upstream_bytes", len(piece))
-                fill.notify()
+                buf += data
+                if len(buf) >= PIECE or loop.time() - last_flush > FLUSH_AFTER:
+                    await self._flush(fill, fd, hasher, bytes(buf))
+                    buf.clear()
+                    last_flush = loop.time()
+            if buf:
+                await self._flush(fill, fd, hasher, bytes(buf))
         finally:
             body.close()
+
+    async def _flush(self, fill: Fill, fd: int, hasher: object, piece: bytes) -> None:
+        if len(piece) <= _INLINE:
+            _write_and_hash(fd, piece, fill.written, hasher)
+        else:
+            await asyncio.get_running_loop().run_in_executor(None, _write_and_hash, fd, piece, fill.written, hasher)
+        fill.written += len(piece)
+        self.catalog.meta.bump("upstream_bytes", len(piece))
+        fill.notify()
 
     # --- spool bookkeeping -----------------------------------------------------------------
 

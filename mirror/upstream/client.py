@@ -128,6 +128,8 @@ class HubClient:
             auto_decompress=True,
             headers={"User-Agent": f"model-mirror/{__version__}"},
             trust_env=False,
+            # A deep read buffer: file bodies arrive in large pieces, not 64 KiB ones.
+            read_bufsize=4 << 20,
         )
 
     async def close(self) -> None:
