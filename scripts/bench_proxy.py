@@ -63,6 +63,18 @@ class HubProcess:
         self.proc.wait(10)
 
 
+def write_random(path: Path, n: int, seed: int) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as fh:
+        left = n
+        while left:
+            step = min(left, 64 * MiB)
+            fh.write(rng.bytes(step))
+            left -= step
+
+
 def rss_peak_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -140,12 +152,14 @@ def main() -> int:
     hub = HubProcess()
     results: list[tuple[str, str, str, str]] = []
     try:
-        hub.post("/_fake/commit", {"repo_id": "bench/model", "files": {
-            "big.safetensors": {"random": size, "seed": 1},
-            "ttfb.safetensors": {"random": 64 * MiB, "seed": 2},
-            "herd.safetensors": {"random": 256 * MiB, "seed": 3},
-            "small.safetensors": {"random": 64 * MiB, "seed": 4},
-        }})
+        # Files on disk (page-cached), so the fake Hub spends little CPU making bytes.
+        specs = {"big.safetensors": size, "ttfb.safetensors": 64 * MiB, "herd.safetensors": 256 * MiB, "small.safetensors": 64 * MiB}
+        files = {}
+        for i, (name, n) in enumerate(specs.items()):
+            path = work / f"src-{name}"
+            write_random(path, n, seed=i + 1)
+            files[name] = {"path": str(path)}
+        hub.post("/_fake/commit", {"repo_id": "bench/model", "files": files})
         # Peak RSS of a daemon that served only a 64 MiB file (cold, then warm).
         small = MirrorDaemon(work / "small", hub.url).start()
         timed_download(small.url, "small.safetensors", work / "c-small1")

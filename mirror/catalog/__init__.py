@@ -11,6 +11,7 @@ from pathlib import Path
 from mirror.catalog.apicache import ApiCache
 from mirror.catalog.content import ContentCatalog, StoreStats
 from mirror.catalog.db import Database
+from mirror.catalog.lifecycle import LifecycleCatalog
 from mirror.catalog.meta import MetaCatalog
 from mirror.catalog.pins import PinCatalog
 from mirror.catalog.repos import RepoCatalog, RepoRow
@@ -28,6 +29,7 @@ class Catalog:
         self.content = ContentCatalog(db, clock.now)
         self.meta = MetaCatalog(db, clock.now)
         self.api = ApiCache(db, clock.now)
+        self.lifecycle = LifecycleCatalog(db, clock.now)
         self.pins = PinCatalog(db, clock.now)
         self.usage = UsageCatalog(db)
 

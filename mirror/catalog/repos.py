@@ -165,6 +165,10 @@ class RepoCatalog:
         while len(self._listings) > _LISTING_CACHE:
             self._listings.popitem(last=False)
 
+    def forget_listing(self, repo: int, sha: str) -> None:
+        """Drop a cached listing (the lifecycle evicted the revision)."""
+        self._listings.pop((repo, sha), None)
+
     async def find_commit(self, repo: int, prefix: str) -> list[str]:
         rows = await self.db.fetchall(
             "SELECT sha FROM commits WHERE repo = ? AND sha >= ? AND sha < ? LIMIT 2", (repo, prefix, prefix + "g")

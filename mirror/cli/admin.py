@@ -1,4 +1,4 @@
-"""Store administration: `mirror verify`, `mirror stats`, `mirror keys show`."""
+"""Store administration: `mirror verify`, `mirror stats`."""
 
 from __future__ import annotations
 
@@ -20,13 +20,6 @@ def register(sub: Any) -> None:
     add_config_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=run_stats)
-
-    p = sub.add_parser("keys", help="the node signing key and trusted keys")
-    ksub = p.add_subparsers(dest="keys_command", metavar="ACTION")
-    ksub.required = True
-    show = ksub.add_parser("show", help="print this node's public key")
-    add_config_args(show)
-    show.set_defaults(run=run_keys_show)
 
 
 async def run_verify(args: argparse.Namespace) -> int:
@@ -99,11 +92,3 @@ async def run_stats(args: argparse.Namespace) -> int:
         print(f"bytes served       {human_bytes(data['bytes_served'])}")
     return 0
 
-
-async def run_keys_show(args: argparse.Namespace) -> int:
-    from mirror.keys import NodeKey
-    from mirror.store.layout import open_layout
-
-    layout = open_layout(load_config(args).store.data_dir)
-    print(NodeKey.load_or_create(layout.keys).public_hex)
-    return 0

@@ -44,7 +44,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", help="Hub token for gated/private repos (default: $HF_TOKEN)")
     p.add_argument("--concurrency", type=int, default=4, help="files fetched at once (default 4)")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, warnings only")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only failures (for cron mail)")
 
 
 @contextlib.asynccontextmanager
@@ -120,7 +120,7 @@ def _render(report: Any, args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_json())
         return 0 if report.ok else 1
-    for rep in report.repos:
+    for rep in [] if args.quiet else report.repos:
         plan = rep.plan
         for rv in plan.revisions:
             state = "updated" if rv.updated else "unchanged"
@@ -133,7 +133,7 @@ def _render(report: Any, args: argparse.Namespace) -> int:
         else:
             print(f"{plan.key}: fetched {rep.files_fetched} files ({human_bytes(rep.bytes_fetched)}), "
                   f"reused {human_bytes(plan.reused_bytes)}")
-    if not report.dry_run:
+    if not report.dry_run and not args.quiet:
         print(summary_line(report))
     for failure in report.failures:
         print(f"FAILED {failure}", file=sys.stderr)

@@ -20,6 +20,7 @@ partial ones of public repos (their hash state is rebuilt by re-reading the pref
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -74,6 +75,7 @@ class Fill:
         self.ingested = asyncio.Event()
         self._changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.lock_fd: int | None = None
 
     @property
     def size(self) -> int:
@@ -141,12 +143,29 @@ class Fetcher:
         if running >= self.config.server.max_cold_fetches:
             raise Overloaded("mirror is busy filling its cache; retry shortly", retry_after=2)
         spool, meta = self.layout.spool_paths(target.identity)
-        # Create the spool now, so followers can open it before the task first runs.
-        os.close(os.open(spool, os.O_RDWR | os.O_CREAT, 0o644))
         fill = Fill(target, spool, meta)
+        self._lock_spool(fill)
         self._fills[target.identity] = fill
         self._spawn(self._run(fill, token))
         return fill
+
+    def _lock_spool(self, fill: Fill) -> None:
+        """Create the spool (so followers can open it before the task first runs) and
+        hold an exclusive flock on it for the fill's lifetime: a CLI sync and the daemon
+        on one data directory never write the same spool at once."""
+        fd = os.open(fill.spool, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise Overloaded("this file is being fetched by another mirror process; retry shortly", retry_after=2) from None
+        fill.lock_fd = fd
+
+    @staticmethod
+    def _unlock_spool(fill: Fill) -> None:
+        if fill.lock_fd is not None:
+            os.close(fill.lock_fd)
+            fill.lock_fd = None
 
     def _spawn(self, coro: Coroutine[object, object, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -177,6 +196,7 @@ class Fetcher:
             fill.error = UpstreamUnavailable("mirror shutting down")
             fill.notify()
             fill.done.set()
+            self._unlock_spool(fill)
             raise
         except MirrorError as exc:
             fill.error = exc
@@ -188,6 +208,7 @@ class Fetcher:
             fill.notify()
             fill.done.set()
             self._fills.pop(t.identity, None)
+            self._unlock_spool(fill)
             return
         except Exception as exc:  # an unexpected bug: fail the fill, keep the daemon
             log.exception("fill of %s %s crashed", t.key, t.entry.path)
@@ -195,6 +216,7 @@ class Fetcher:
             fill.notify()
             fill.done.set()
             self._fills.pop(t.identity, None)
+            self._unlock_spool(fill)
             return
         fill.done.set()
         await self._ingest(fill)
@@ -208,6 +230,7 @@ class Fetcher:
         except Exception:
             log.exception("ingest of %s failed; the verified spool is kept and retried at start", t.identity)
         finally:
+            self._unlock_spool(fill)
             fill.ingested.set()
             if self._fills.get(t.identity) is fill:
                 self._fills.pop(t.identity, None)
@@ -272,22 +295,25 @@ class Fetcher:
             # hold bytes back longer than FLUSH_AFTER when the upstream is slow.
             buf = bytearray()
             last_flush = loop.time()
-            async for data in body.iter_chunks(PIECE):
-                if skip:
-                    if len(data) <= skip:
-                        skip -= len(data)
-                        continue
-                    data = data[skip:]
-                    skip = 0
-                if fill.written + len(buf) + len(data) > t.size:
-                    raise UpstreamError("upstream sent more bytes than the file size")
-                buf += data
-                if len(buf) >= PIECE or loop.time() - last_flush > FLUSH_AFTER:
+            try:
+                async for data in body.iter_chunks(PIECE):
+                    if skip:
+                        if len(data) <= skip:
+                            skip -= len(data)
+                            continue
+                        data = data[skip:]
+                        skip = 0
+                    if fill.written + len(buf) + len(data) > t.size:
+                        raise UpstreamError("upstream sent more bytes than the file size")
+                    buf += data
+                    if len(buf) >= PIECE or loop.time() - last_flush > FLUSH_AFTER:
+                        await self._flush(fill, fd, hasher, bytes(buf))
+                        buf.clear()
+                        last_flush = loop.time()
+            finally:
+                # Bytes received before a break are good: keep them, resume after them.
+                if buf:
                     await self._flush(fill, fd, hasher, bytes(buf))
-                    buf.clear()
-                    last_flush = loop.time()
-            if buf:
-                await self._flush(fill, fd, hasher, bytes(buf))
         finally:
             body.close()
 
@@ -344,6 +370,10 @@ class Fetcher:
                 continue
             if meta.get("verified") and spool.stat().st_size == entry.size:
                 fill = Fill(target, spool, meta_path)
+                try:
+                    self._lock_spool(fill)
+                except Overloaded:
+                    continue  # another process is on it
                 fill.written = entry.size
                 fill.verified = True
                 fill.done.set()
@@ -354,7 +384,10 @@ class Fetcher:
             # A gated or private repo needs a caller's token: it resumes on the next request.
             if row is not None and not row.private and not row.gated:
                 log.info("resuming interrupted fill of %s %s", target.key, entry.path)
-                self.start(target, None)
+                try:
+                    self.start(target, None)
+                except Overloaded:
+                    pass  # another process owns it, or too many fills: resumed on request
 
 
 def _write_and_hash(fd: int, data: bytes, offset: int, hasher: "object") -> None:

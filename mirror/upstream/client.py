@@ -129,7 +129,7 @@ class HubClient:
             headers={"User-Agent": f"model-mirror/{__version__}"},
             trust_env=False,
             # A deep read buffer: file bodies arrive in large pieces, not 64 KiB ones.
-            read_bufsize=4 << 20,
+            read_bufsize=1 << 20,
         )
 
     async def close(self) -> None:

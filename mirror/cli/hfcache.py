@@ -1,0 +1,45 @@
+"""`mirror import-hf-cache [PATH]`: take in a huggingface_hub cache without downloading."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from mirror.cli.common import add_config_args, human_bytes, load_config, print_json
+from mirror.cli.progress import Progress
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("import-hf-cache", help="import a huggingface_hub cache dir (verified, no download)")
+    add_config_args(p)
+    p.add_argument("path", nargs="?", metavar="PATH",
+                   help="cache dir (default: $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub)")
+    p.add_argument("--json", action="store_true", help="machine-readable summary")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    from mirror.admin.hfcache import default_cache_dir, import_hf_cache
+    from mirror.services import open_services
+
+    root = Path(args.path).expanduser() if args.path else default_cache_dir()
+    svc = await open_services(load_config(args))
+    progress = Progress("import", quiet=args.quiet or args.json)
+    try:
+        rep = await import_hf_cache(svc, root, progress)
+    finally:
+        progress.close()
+        await svc.close()
+    if args.json:
+        print_json({
+            "repos": rep.repos, "blobs_imported": rep.blobs_imported, "bytes_imported": rep.bytes_imported,
+            "blobs_already_stored": rep.blobs_already_stored, "refs": rep.refs, "skipped": rep.skipped,
+        })
+    else:
+        print(f"imported {rep.blobs_imported} blobs ({human_bytes(rep.bytes_imported)}) from {len(rep.repos)} repos; "
+              f"{rep.blobs_already_stored} already stored; {rep.refs} refs")
+        for s in rep.skipped:
+            print(f"SKIPPED {s}")
+    return 1 if rep.skipped else 0

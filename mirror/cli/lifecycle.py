@@ -1,0 +1,83 @@
+"""Lifecycle commands: `mirror archive`, `mirror thaw`, `mirror gc`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mirror.cli.common import add_config_args, human_bytes, load_config, print_json
+from mirror.config import parse_duration
+from mirror.services import open_services
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("archive", help="move cold revisions' chunks into compressed archive packs")
+    add_config_args(p)
+    p.add_argument("--dry-run", action="store_true", help="show what would move, change nothing")
+    p.add_argument("--older-than", metavar="DURATION", help="idle time that makes a revision cold (default lifecycle.archive_after)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=run_archive)
+
+    p = sub.add_parser("thaw", help="bring an archived revision back to the hot tier")
+    add_config_args(p)
+    p.add_argument("target", metavar="REPO@REV", help="for example org/model@main or datasets/org/data@<sha>")
+    p.set_defaults(run=run_thaw)
+
+    p = sub.add_parser("gc", help="delete manifests and chunks no kept revision references")
+    add_config_args(p)
+    p.add_argument("--dry-run", action="store_true", help="show what would go, delete nothing")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=run_gc)
+
+
+async def run_archive(args: argparse.Namespace) -> int:
+    from mirror.lifecycle.archive import archive
+
+    older = parse_duration(args.older_than) if args.older_than else None
+    svc = await open_services(load_config(args), recover_temps=False)
+    try:
+        rep = await archive(svc, older_than=older, dry_run=args.dry_run)
+    finally:
+        await svc.close()
+    if args.json:
+        print_json({**rep.__dict__, "saved": rep.saved})
+        return 0
+    verb = "would archive" if rep.dry_run else "archived"
+    print(f"{verb} {len(rep.revisions)} revisions: {rep.chunks} chunks, {human_bytes(rep.raw_bytes)} raw")
+    if not rep.dry_run:
+        print(f"hot {human_bytes(rep.hot_bytes)} -> archive {human_bytes(rep.archive_bytes)} in {rep.packs} packs; "
+              f"saved {human_bytes(rep.saved)}")
+    return 0
+
+
+async def run_thaw(args: argparse.Namespace) -> int:
+    from mirror.lifecycle.archive import find_revision, thaw
+
+    svc = await open_services(load_config(args), recover_temps=False)
+    try:
+        repo, sha = await find_revision(svc, args.target)
+        rep = await thaw(svc, repo, sha)
+    finally:
+        await svc.close()
+    print(f"thawed {sha[:12]}: {rep.chunks} chunks, {human_bytes(rep.raw_bytes)} back in the hot tier")
+    return 0
+
+
+async def run_gc(args: argparse.Namespace) -> int:
+    from mirror.lifecycle.gc import gc
+
+    svc = await open_services(load_config(args), recover_temps=False)
+    try:
+        rep = await gc(svc, dry_run=args.dry_run)
+    finally:
+        await svc.close()
+    if args.json:
+        print_json(rep.__dict__)
+        return 0
+    verb = "would delete" if rep.dry_run else "deleted"
+    print(f"{verb} {rep.manifests_deleted} manifests, {rep.chunk_files_deleted} chunk files "
+          f"({human_bytes(rep.bytes_freed)}), {rep.chunk_rows_deleted} chunk rows; "
+          f"packs: {rep.packs_deleted} deleted, {rep.packs_repacked} repacked")
+    if rep.kept_young or rep.kept_leased:
+        print(f"kept {rep.kept_young} chunks younger than gc_grace and {rep.kept_leased} being read")
+    return 0

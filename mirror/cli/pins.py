@@ -1,0 +1,48 @@
+"""`mirror pin REPO@REV` and `mirror unpin REPO@REV`: keep a revision whatever the
+lifecycle policy says (listed by `mirror ls`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mirror.cli.common import add_config_args
+from mirror.cli.inspect import open_catalog
+from mirror.model import REPO_TYPES
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("pin", help="keep a revision (REPO@REV) whatever the lifecycle policy says")
+    add_config_args(p)
+    p.add_argument("spec", metavar="REPO@REV")
+    p.add_argument("--repo-type", choices=REPO_TYPES, default="model")
+    p.add_argument("--label", default="", help="a note shown by `mirror ls` (default: the revision name)")
+    p.set_defaults(run=run_pin)
+
+    p = sub.add_parser("unpin", help="release a pinned revision")
+    add_config_args(p)
+    p.add_argument("spec", metavar="REPO@REV")
+    p.add_argument("--repo-type", choices=REPO_TYPES, default="model")
+    p.set_defaults(run=run_unpin)
+
+
+async def run_pin(args: argparse.Namespace) -> int:
+    from mirror.admin.pins import pin
+    from mirror.admin.revisions import parse_spec
+
+    key, rev = parse_spec(args.spec, args.repo_type)
+    async with open_catalog(args) as catalog:
+        commit = await pin(catalog, key, rev, args.label)
+    print(f"pinned {key}@{commit}")
+    return 0
+
+
+async def run_unpin(args: argparse.Namespace) -> int:
+    from mirror.admin.pins import unpin
+    from mirror.admin.revisions import parse_spec
+
+    key, rev = parse_spec(args.spec, args.repo_type)
+    async with open_catalog(args) as catalog:
+        commit, removed = await unpin(catalog, key, rev)
+    print(f"unpinned {key}@{commit}" if removed else f"{key}@{commit} was not pinned")
+    return 0
