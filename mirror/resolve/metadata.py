@@ -63,8 +63,12 @@ class Metadata:
 
     # --- revision -> commit, with repo info -----------------------------------------------
 
-    async def resolve(self, key: RepoKey, revision: str | None, token: str | None) -> tuple[Resolved, dict[str, Any]]:
-        """Return the commit a revision names now, and the repo info at that commit."""
+    async def resolve(
+        self, key: RepoKey, revision: str | None, token: str | None, *, fresh: bool = False
+    ) -> tuple[Resolved, dict[str, Any]]:
+        """Return the commit a revision names now, and the repo info at that commit.
+        `fresh` re-asks upstream for a branch or tag whatever the TTL (sync wants the
+        current commit); the stale fallback still applies when upstream is down."""
         rev = revision or DEFAULT_REF
         repo = await self.catalog.repos.repo_id(key)
         assert repo is not None
@@ -76,7 +80,7 @@ class Metadata:
             info = await self._fetch_info(key, repo, rev, token)
             return Resolved(key, repo, rev), info
         ref = await self.catalog.repos.get_ref(repo, rev)
-        if ref is not None and self.clock.now() - ref[1] < self.config.ref_ttl:
+        if ref is not None and not fresh and self.clock.now() - ref[1] < self.config.ref_ttl:
             info = await self.catalog.repos.commit_info(repo, ref[0])
             if info is not None:
                 await self.access.check(key, repo, ref[0], token)

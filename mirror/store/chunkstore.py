@@ -6,6 +6,8 @@ Contract:
 - `read(id)` returns the raw bytes, verified against the id (blake3) unless told not to;
   a mismatch or malformed frame raises `CorruptChunk`; an absent chunk `ChunkMissing`.
 - `delete(id)` and `quarantine(id)` remove a chunk from the readable set.
+- With an `archive` tier set, `has` and `read` also see chunks that live only in
+  archive packs (slower, same verification); the other methods concern hot files.
 - Methods are blocking and thread-safe; callers run them in a worker pool.
 
 The store knows nothing of files, repos or the catalog.
@@ -17,7 +19,7 @@ import os
 import threading
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import blake3
 
@@ -62,6 +64,15 @@ def chunk_id_of(raw: bytes | memoryview) -> str:
     return blake3.blake3(raw).hexdigest()
 
 
+class ArchiveTier(Protocol):
+    """The cold tier behind the hot files (store/packs.py `PackStore`)."""
+
+    def has(self, cid: str) -> bool: ...
+
+    def read_frame(self, cid: str) -> bytes | None:
+        """The chunk's frame (decoded and verified by the caller), or None if absent."""
+
+
 class ChunkStore:
     def __init__(self, layout: Layout, *, compress: bool = True, fs: DurableFS | None = None, verify_reads: bool = True) -> None:
         self.layout = layout
@@ -69,6 +80,8 @@ class ChunkStore:
         self.fs = fs or DurableFS()
         self.verify_reads = verify_reads
         self._local = threading.local()
+        # The archive tier (lifecycle), read when a chunk has no hot file; set by services.
+        self.archive: ArchiveTier | None = None
 
     def _codec(self) -> Codec:
         codec = getattr(self._local, "codec", None)
@@ -146,7 +159,8 @@ class ChunkStore:
     # --- reading ---------------------------------------------------------------
 
     def has(self, cid: str) -> bool:
-        return self.layout.chunk_path(cid).exists()
+        """True when the chunk is readable, hot or archived."""
+        return self.layout.chunk_path(cid).exists() or (self.archive is not None and self.archive.has(cid))
 
     def read_frame(self, cid: str) -> bytes:
         """The stored frame of a chunk. A file larger than any frame can be (a planted or
@@ -154,7 +168,10 @@ class ChunkStore:
         try:
             fd = os.open(self.layout.chunk_path(cid), os.O_RDONLY)
         except FileNotFoundError:
-            raise ChunkMissing(cid) from None
+            frame = self.archive.read_frame(cid) if self.archive is not None else None
+            if frame is None:
+                raise ChunkMissing(cid) from None
+            return frame
         try:
             size = os.fstat(fd).st_size
             if size > MAX_FRAME:

@@ -14,7 +14,9 @@
         <identity>.part      upstream bytes of a file being fetched (resumable)
         <identity>.meta      JSON: what the spool holds (repo, size, expected hash)
       quarantine/<id>        chunks that failed verification, kept for inspection
-      archive/               archive packs of the lifecycle tier (lifecycle/)
+      archive/               archive packs of the lifecycle tier (or lifecycle.archive_dir):
+        <24 hex>.pack        many chunk frames + index + footer (format: store/packs.py)
+        <name>.<pid>.<hex>.tmp  a pack being written; removed once its writer is gone
       locks/                 inter-process lock files (sync, gc, writer)
 
 Names below `chunks/`, `spool/` and `quarantine/` are built only from validated hex ids,

@@ -10,14 +10,13 @@ per run however many revisions or repos name it.
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 from dataclasses import dataclass, field
 
 from mirror.config import SyncRepo
 from mirror.errors import MirrorError, UpstreamUnavailable
 from mirror.model import FileEntry, RepoKey
-from mirror.resolve.metadata import FULL_SHA, Metadata
+from mirror.resolve.metadata import FULL_SHA
 from mirror.resolve.resolver import Resolver
 
 
@@ -65,17 +64,10 @@ def wanted(path: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> boo
     return (not include or hit(include)) and not hit(exclude)
 
 
-def fresh_metadata(resolver: Resolver) -> Metadata:
-    """A Metadata view over the resolver's upstream client that always re-asks upstream
-    for branches and tags (ref_ttl 0): a sync wants the current commit, not a cached one."""
-    cache = dataclasses.replace(resolver.config.cache, ref_ttl=0.0)
-    return Metadata(resolver.hub, resolver.svc.catalog, resolver.svc.clock, cache, resolver.access)
-
-
 class Planner:
     def __init__(self, resolver: Resolver, token: str | None) -> None:
         self.resolver = resolver
-        self.metadata = fresh_metadata(resolver)
+        self.metadata = resolver.metadata
         self.token = token
         self._scheduled: set[str] = set()
 
@@ -90,7 +82,7 @@ class Planner:
                 repo = await catalog.repos.repo_id(key)
                 assert repo is not None
                 previous = await self._previous(repo, rev)
-                res, _info = await self.metadata.resolve(key, rev or None, self.token)
+                res, _info = await self.metadata.resolve(key, rev or None, self.token, fresh=True)
                 if res.stale:
                     raise UpstreamUnavailable("upstream is unreachable")
                 listing = await self.metadata.listing(res, self.token)

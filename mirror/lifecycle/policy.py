@@ -1,0 +1,160 @@
+"""The lifecycle policy: which revisions stay hot, which are cold, and the periodic job.
+
+A revision (a listed commit) is kept hot when it is pinned, or among the `keep_revisions`
+most recent commits any ref (branch or tag) pointed at, or was used within
+`archive_after` (last access, or when it was listed if never read). Every other revision
+is cold. Every age is measured on the injected `Clock`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mirror.catalog import Catalog
+from mirror.catalog.lifecycle import Revision
+from mirror.config import ConfigError, LifecycleConfig, parse_duration, parse_size
+from mirror.errors import LockBusy, MirrorError, StorageError
+from mirror.store.packs import PackStore
+
+if TYPE_CHECKING:
+    from mirror.services import Services
+
+log = logging.getLogger("mirror.lifecycle")
+
+RevKey = tuple[int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """A share of the volume (`percent` set) or an absolute size of the store."""
+
+    percent: float | None = None
+    size: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Watermark":
+        t = text.strip()
+        if t.endswith("%"):
+            try:
+                pct = float(t[:-1])
+            except ValueError:
+                raise ConfigError(f"invalid watermark {text!r}") from None
+            if not 0 < pct <= 100:
+                raise ConfigError(f"watermark {text!r} must be in (0, 100]%")
+            return cls(percent=pct / 100)
+        return cls(size=parse_size(t))
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    archive_after: float = 30 * 86400.0
+    keep_revisions: int = 3
+    high: Watermark = Watermark(percent=0.9)
+    low: Watermark = Watermark(percent=0.8)
+    archive_dir: str = ""
+    gc_grace: float = 3600.0
+    interval: float = 0.0
+    thaw_after_hits: int = 3
+
+    @classmethod
+    def from_config(cls, cfg: LifecycleConfig) -> "Policy":
+        pol = cls(
+            archive_after=parse_duration(cfg.archive_after),
+            keep_revisions=cfg.keep_revisions,
+            high=Watermark.parse(cfg.high_watermark),
+            low=Watermark.parse(cfg.low_watermark),
+            archive_dir=cfg.archive_dir,
+            gc_grace=parse_duration(cfg.gc_grace),
+            interval=parse_duration(cfg.interval),
+            thaw_after_hits=cfg.thaw_after_hits,
+        )
+        if pol.keep_revisions < 0:
+            raise ConfigError("key 'lifecycle.keep_revisions' must be >= 0")
+        return pol
+
+
+@dataclass
+class Graph:
+    """Who references what, loaded once per run."""
+
+    revisions: dict[RevKey, Revision]
+    rev_manifests: dict[RevKey, set[str]]
+    manifest_chunks: dict[str, list[str]]
+    ref_history: dict[tuple[int, str], list[str]]
+
+    def chunks_of(self, identities: set[str]) -> set[str]:
+        return {c for i in identities for c in self.manifest_chunks.get(i, ())}
+
+    def referenced_manifests(self) -> set[str]:
+        return {i for ids in self.rev_manifests.values() for i in ids}
+
+
+async def load_graph(catalog: Catalog) -> Graph:
+    lc = catalog.lifecycle
+    revs = {(r.repo, r.sha): r for r in await lc.revisions()}
+    return Graph(revs, await lc.revision_manifests(), await lc.manifest_chunks(), await lc.ref_history())
+
+
+def kept_by_refs(graph: Graph, keep: int) -> set[RevKey]:
+    out: set[RevKey] = set()
+    for (repo, _name), shas in graph.ref_history.items():
+        out.update((repo, s) for s in shas[:keep])
+    return out
+
+
+def cold_revisions(graph: Graph, policy: Policy, now: float, older_than: float | None = None) -> list[Revision]:
+    """Unpinned revisions outside the kept window, idle longer than `older_than`
+    (default `archive_after`), least recently used first."""
+    idle = policy.archive_after if older_than is None else older_than
+    kept = kept_by_refs(graph, policy.keep_revisions)
+    cold = [r for k, r in graph.revisions.items() if not r.pinned and k not in kept and now - r.last_used > idle]
+    return sorted(cold, key=lambda r: (r.last_used, r.repo, r.sha))
+
+
+async def revision_access(catalog: Catalog, repo: int) -> dict[str, tuple[float, int]]:
+    """commit -> (last access, hits) of a repo, including accesses not yet flushed; for
+    `mirror ls` / `mirror show`."""
+    await catalog.meta.flush()
+    return await catalog.meta.access_of(repo)
+
+
+def pack_store(svc: "Services") -> PackStore:
+    """The archive tier services.py gave the chunk store."""
+    archive = svc.store.archive
+    if not isinstance(archive, PackStore):
+        raise StorageError("the chunk store has no archive tier")
+    return archive
+
+
+async def run_once(svc: "Services") -> dict[str, object]:
+    """One round of the periodic job: thaw revisions read again, archive cold ones,
+    evict above the high watermark, then collect garbage."""
+    from mirror.lifecycle.archive import archive, thaw_hot_again
+    from mirror.lifecycle.evict import evict
+    from mirror.lifecycle.gc import gc
+
+    policy = Policy.from_config(svc.config.lifecycle)
+    out: dict[str, object] = {}
+    out["thawed"] = await thaw_hot_again(svc, policy)
+    out["archive"] = await archive(svc, policy=policy)
+    out["evict"] = await evict(svc, policy=policy)
+    out["gc"] = await gc(svc, policy=policy)
+    return out
+
+
+async def periodic(svc: "Services", interval: float) -> None:
+    """The daemon's lifecycle task: `run_once` every `interval` seconds."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_once(svc)
+        except LockBusy:
+            log.info("lifecycle: another operation holds the lock; skipping this round")
+        except MirrorError as exc:
+            log.warning("lifecycle round failed: %s", exc.message)
+        except Exception:
+            log.exception("lifecycle round failed; will retry")
+
