@@ -22,6 +22,7 @@ log = logging.getLogger("mirror.http")
 
 # Above this the Hub client refuses a non-Xet download when it knows the size (§2.3).
 _HF_SIZE_GUARD = 50_000_000_000
+_WRITE_BUFFER = 4 << 20
 
 
 def _file_headers(res: Resolved, entry: FileEntry) -> dict[str, str]:
@@ -61,6 +62,9 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
     resp.content_length = end - start
     if rng is not None:
         resp.headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.size}"
+    if request.transport is not None:
+        # Let a few pieces queue in the socket so the next read overlaps the send.
+        request.transport.set_write_buffer_limits(high=_WRITE_BUFFER)
     await resp.prepare(request)
     sent = 0
     try:

@@ -35,6 +35,7 @@ from mirror.config import Config
 from mirror.errors import HashMismatch, MirrorError, Overloaded, UpstreamError, UpstreamUnavailable
 from mirror.ingest import Ingestor, identity_hasher
 from mirror.model import FileEntry, RepoKey
+from mirror.resolve.spool import SpoolWriter
 from mirror.store.layout import Layout
 from mirror.upstream import urls
 from mirror.upstream.client import HubClient
@@ -43,8 +44,6 @@ log = logging.getLogger("mirror.fill")
 
 HOLDBACK = 64 << 10
 PIECE = 1 << 20
-_INLINE = 256 << 10  # pieces up to this size are hashed and written on the loop
-FLUSH_AFTER = 0.02  # seconds a received byte may wait before followers see it
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)", re.ASCII)
 
 
@@ -76,6 +75,10 @@ class Fill:
         self._changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.lock_fd: int | None = None
+        # The newest written piece, kept by reference so that followers which are caught
+        # up take it from memory instead of reading it back from the spool.
+        self.recent_offset = 0
+        self.recent: bytes = b""
 
     @property
     def size(self) -> int:
@@ -91,7 +94,7 @@ class Fill:
         ev, self._changed = self._changed, asyncio.Event()
         ev.set()
 
-    async def stream(self, start: int, end: int) -> AsyncIterator[bytes]:
+    async def stream(self, start: int, end: int) -> AsyncIterator[bytes | memoryview]:
         """Yield bytes [start, end) of the file as the fill makes them available."""
         loop = asyncio.get_running_loop()
         fd = os.open(self.spool, os.O_RDONLY)
@@ -102,6 +105,13 @@ class Fill:
                     raise UpstreamError(f"upstream fetch failed: {self.error.message}")
                 limit = min(self.readable(), end)
                 if pos < limit:
+                    rel = pos - self.recent_offset
+                    if 0 <= rel < len(self.recent):
+                        hi = min(len(self.recent), limit - self.recent_offset)
+                        view = memoryview(self.recent)[rel:hi]
+                        pos += len(view)
+                        yield view  # type: ignore[misc]
+                        continue
                     n = min(limit - pos, PIECE)
                     data = await loop.run_in_executor(None, os.pread, fd, n, pos)
                     if not data:
@@ -113,8 +123,9 @@ class Fill:
                     raise UpstreamError("upstream fetch failed")
                 changed = self._changed
                 try:
-                    await asyncio.wait_for(changed.wait(), 30)
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(30):  # a safety net: every change notifies
+                        await changed.wait()
+                except TimeoutError:
                     continue
         finally:
             os.close(fd)
@@ -185,10 +196,17 @@ class Fetcher:
 
     async def _run(self, fill: Fill, token: str | None) -> None:
         t = fill.target
+        started = asyncio.get_running_loop().time()
         try:
             self._write_meta(fill, verified=False)
             await self._download(fill, token)
+            took = asyncio.get_running_loop().time() - started
+            log.info("fetched %s %s: %d bytes in %.2fs (%.0f MB/s)", t.key, t.entry.path, t.size, took, t.size / max(took, 1e-6) / 1e6)
+            # Verified: release the held-back tail to every follower now; the spool's
+            # durability matters only to the ingest, so its fsync runs after.
             fill.verified = True
+            fill.notify()
+            await asyncio.get_running_loop().run_in_executor(None, _fsync_path, fill.spool)
             self._write_meta(fill, verified=True)
             crashpoints.hit("fill.verified")
             fill.notify()
@@ -269,7 +287,6 @@ class Fetcher:
             expected = t.identity.split(":", 1)[1]
             if actual != expected:
                 raise HashMismatch(f"{t.key} {t.entry.path}", expected, actual)
-            await loop.run_in_executor(None, os.fsync, fd)
         finally:
             os.close(fd)
 
@@ -291,40 +308,30 @@ class Fetcher:
                     raise UpstreamError(f"upstream size {body.content_length} differs from listed size {t.size}")
             else:
                 raise UpstreamError(f"upstream answered {body.status} to a file request")
-            # Gather network reads into ~1 MiB pieces (fewer hops and wake-ups), but never
-            # hold bytes back longer than FLUSH_AFTER when the upstream is slow.
-            buf = bytearray()
-            last_flush = loop.time()
+            def written(offset: int, piece: bytes) -> None:
+                fill.recent_offset, fill.recent = offset, piece
+                fill.written = offset + len(piece)
+                self.catalog.meta.bump("upstream_bytes", len(piece))
+                fill.notify()
+
+            # Reads stay on the loop; hashing and writing run on the spool thread.
+            writer = SpoolWriter(fd, hasher, fill.written, written)
             try:
-                async for data in body.iter_chunks(PIECE):
+                async for data in body.iter_chunks():
                     if skip:
                         if len(data) <= skip:
                             skip -= len(data)
                             continue
                         data = data[skip:]
                         skip = 0
-                    if fill.written + len(buf) + len(data) > t.size:
+                    if writer.offset + len(data) > t.size:
                         raise UpstreamError("upstream sent more bytes than the file size")
-                    buf += data
-                    if len(buf) >= PIECE or loop.time() - last_flush > FLUSH_AFTER:
-                        await self._flush(fill, fd, hasher, bytes(buf))
-                        buf.clear()
-                        last_flush = loop.time()
+                    await writer.submit(data)
             finally:
                 # Bytes received before a break are good: keep them, resume after them.
-                if buf:
-                    await self._flush(fill, fd, hasher, bytes(buf))
+                await writer.drain()
         finally:
             body.close()
-
-    async def _flush(self, fill: Fill, fd: int, hasher: object, piece: bytes) -> None:
-        if len(piece) <= _INLINE:
-            _write_and_hash(fd, piece, fill.written, hasher)
-        else:
-            await asyncio.get_running_loop().run_in_executor(None, _write_and_hash, fd, piece, fill.written, hasher)
-        fill.written += len(piece)
-        self.catalog.meta.bump("upstream_bytes", len(piece))
-        fill.notify()
 
     # --- spool bookkeeping -----------------------------------------------------------------
 
@@ -390,14 +397,12 @@ class Fetcher:
                     pass  # another process owns it, or too many fills: resumed on request
 
 
-def _write_and_hash(fd: int, data: bytes, offset: int, hasher: "object") -> None:
-    view = memoryview(data)
-    pos = offset
-    while view:
-        n = os.pwrite(fd, view, pos)
-        view = view[n:]
-        pos += n
-    hasher.update(data)  # type: ignore[attr-defined]
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _hash_prefix(fd: int, length: int, hasher: "object") -> None:

@@ -65,10 +65,12 @@ class UpstreamBody:
         self.content_range = resp.headers.get("Content-Range")
         self._read_timeout = read_timeout
 
-    async def iter_chunks(self, size: int = 1 << 20) -> AsyncIterator[bytes]:
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        """Yield the body as it arrives, in the pieces the socket delivered (no joins)."""
+        # The session's sock_read timeout bounds the silence between two pieces.
         try:
             while True:
-                data = await asyncio.wait_for(self._resp.content.read(size), self._read_timeout)
+                data = await self._resp.content.readany()
                 if not data:
                     return
                 yield data
@@ -129,7 +131,7 @@ class HubClient:
             headers={"User-Agent": f"model-mirror/{__version__}"},
             trust_env=False,
             # A deep read buffer: file bodies arrive in large pieces, not 64 KiB ones.
-            read_bufsize=1 << 20,
+            read_bufsize=4 << 20,
         )
 
     async def close(self) -> None:
