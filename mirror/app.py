@@ -68,8 +68,19 @@ async def _flush_loop(svc: Services) -> None:
             log.exception("flushing access records failed; will retry")
 
 
+def request_parser_is_native() -> bool:
+    """True when aiohttp parses requests with its C (llhttp) parser. The pure-Python
+    fallback is laxer, and parser differences with a front proxy feed request smuggling
+    (threat-model T15), so the daemon says so loudly at start."""
+    from aiohttp import http_parser
+
+    return http_parser.HttpRequestParser is not http_parser.HttpRequestParserPy
+
+
 async def serve(config: Config) -> None:
     """Run the daemon until SIGTERM or SIGINT, then shut down cleanly."""
+    if not request_parser_is_native():
+        log.warning("aiohttp is using its pure-Python HTTP parser (AIOHTTP_NO_EXTENSIONS?); run with the C parser in production")
     app = build_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()

@@ -305,3 +305,64 @@ def test_hostile_paths_and_ranges_get_4xx_never_500(hub: FakeHub, tmp_path: Path
         assert raw(m.url + "/healthz")[0] == 200
     finally:
         assert m.stop() == 0
+
+
+def test_native_request_parser_in_use() -> None:
+    from mirror.app import request_parser_is_native
+
+    assert request_parser_is_native(), "aiohttp's C request parser (llhttp) is not active"
+
+
+def test_redirect_to_private_address_refused(hub: FakeHub, tmp_path: Path) -> None:
+    """With private redirects not allowed, the hop to the CDN (another port on loopback)
+    is refused before connecting: the client gets a JSON 502, the CDN sees nothing."""
+    hub.commit("org/m", {"model.safetensors": rand(MiB, 12), "config.json": b"{}"})
+    m = start_mirror(tmp_path, hub, upstream={"allow_private_redirects": False})
+    try:
+        assert raw(m.url + "/org/m/resolve/main/config.json")[2] == b"{}"  # same host: fine
+        status, h, body = raw_tolerant(m.url + "/org/m/resolve/main/model.safetensors")
+        assert status == 502 or len(body) < MiB
+        assert hub.count(origin="cdn") == 0
+    finally:
+        m.stop()
+
+
+def test_overloaded_mirror_is_retried_by_the_client(hub: FakeHub, tmp_path: Path) -> None:
+    """hf-protocol §7.24: a 429 with Retry-After during a fill; hf_hub_download retries."""
+    a, b = rand(3 * MiB, 13), rand(3 * MiB, 14)
+    hub.commit("org/m", {"a.safetensors": a, "b.safetensors": b})
+    hub.bandwidth = 3 * MiB
+    m = start_mirror(tmp_path, hub, server={"max_cold_fetches": 1})
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            fa = pool.submit(hf_hub_download, "org/m", "a.safetensors", endpoint=m.url, cache_dir=tmp_path / "ca")
+            time.sleep(0.3)
+            fb = pool.submit(hf_hub_download, "org/m", "b.safetensors", endpoint=m.url, cache_dir=tmp_path / "cb")
+            assert Path(fa.result(60)).read_bytes() == a
+            assert Path(fb.result(60)).read_bytes() == b
+        assert [line for line in m.log if '" 429 ' in line]
+    finally:
+        m.stop()
+
+
+def test_client_cache_works_with_mirror_stopped(hub: FakeHub, tmp_path: Path) -> None:
+    """hf-protocol §7.27: after one online snapshot, the client's own cache answers."""
+    files = {"config.json": b'{"model_type": "bert"}', "model.safetensors": rand(MiB, 15)}
+    hub.commit("org/m", files)
+    m = start_mirror(tmp_path, hub)
+    snap = snapshot_download("org/m", endpoint=m.url, cache_dir=tmp_path / "c")
+    assert m.stop() == 0
+    t = time.monotonic()
+    assert snapshot_download("org/m", endpoint=m.url, cache_dir=tmp_path / "c") == snap
+    p = hf_hub_download("org/m", "config.json", revision="main", endpoint=m.url, cache_dir=tmp_path / "c")
+    assert Path(p).read_bytes() == files["config.json"] and time.monotonic() - t < 5
+
+
+def test_whoami_passes_through(hub: FakeHub, tmp_path: Path) -> None:
+    m = start_mirror(tmp_path, hub)
+    try:
+        assert HfApi(endpoint=m.url, token=TOKEN).whoami()["name"] == "alice"
+        status, h, _ = raw(m.url + "/api/whoami-v2")
+        assert status == 401
+    finally:
+        m.stop()

@@ -105,10 +105,10 @@ def _raise_for(resp: aiohttp.ClientResponse, body: bytes) -> None:
     if resp.status == 429:
         ra = resp.headers.get("Retry-After", "1")
         raise Overloaded(f"upstream rate limit: {message}", int(ra) if ra.isascii() and ra.isdigit() else 1)
-    if resp.status in (401, 403):
-        raise RepoNotFound(message)
-    if resp.status == 404:
-        raise RepoNotFound(message)
+    if resp.status in (401, 403, 404):
+        err = RepoNotFound(message)
+        err.status = resp.status
+        raise err
     if resp.status >= 500:
         raise UpstreamError(f"upstream error {resp.status}")
     raise UpstreamError(f"upstream answered {resp.status}: {message[:200]}")
