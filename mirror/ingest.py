@@ -22,6 +22,7 @@ machine was spent blocked in fsync. At most `_INFLIGHT` chunks are in flight.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import mmap
 import os
@@ -72,14 +73,17 @@ class Ingestor:
     async def ingest_path(self, path: Path, identity: str, *, verified: bool = False) -> Manifest:
         """Store the file at `path` as content `identity`. `verified=True` skips the
         hash when the caller already checked these exact bytes (a verified spool)."""
-        existing = await self.catalog.content.get_manifest(identity)
-        if existing is not None and all(self.store.has(c.chunk_id) for c in existing.chunks):
-            return existing
         loop = asyncio.get_running_loop()
+        existing = await self.catalog.content.get_manifest(identity)
+        if existing is not None:
+            # One stat per chunk: thousands for a large file, so off the event loop.
+            chunk_ids = [c.chunk_id for c in existing.chunks]
+            if await loop.run_in_executor(None, lambda: all(self.store.has(c) for c in chunk_ids)):
+                return existing
         staged, size = await loop.run_in_executor(None, self._stage_file, path, identity, verified)
         crashpoints.hit("ingest.staged")
         try:
-            results = await loop.run_in_executor(None, self.store.publish, staged)
+            results = await loop.run_in_executor(None, functools.partial(self.store.publish, staged, pool=self.write_executor))
         except BaseException:
             self.store.discard(staged)
             raise

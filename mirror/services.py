@@ -25,6 +25,7 @@ from mirror.config import Config
 from mirror.ingest import Ingestor
 from mirror.keys import NodeKey
 from mirror.store.chunkstore import ChunkStore
+from mirror.store.fsio import process_alive
 from mirror.store.layout import Layout, open_layout
 from mirror.store.leases import LeaseTable
 from mirror.store.packs import PackStore
@@ -95,15 +96,7 @@ def _writer_alive(name: str) -> bool:
     if len(parts) < 4 or not parts[-3].isdigit():
         return False
     pid = int(parts[-3])
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid != os.getpid() and process_alive(pid)
 
 
 async def open_services(config: Config, *, clock: Clock | None = None, recover_temps: bool = True) -> Services:
@@ -117,8 +110,12 @@ async def open_services(config: Config, *, clock: Clock | None = None, recover_t
     store = ChunkStore(layout, compress=config.store.compression)
     store.archive = PackStore(Path(config.lifecycle.archive_dir) if config.lifecycle.archive_dir else layout.archive)
     catalog = await Catalog.open(layout.catalog_db, clock)
-    key = NodeKey.load_or_create(layout.keys)
-    await catalog.meta.trust(key.public_hex, "this node")
+    try:
+        key = NodeKey.load_or_create(layout.keys)
+        await catalog.meta.trust(key.public_hex, "this node")
+    except BaseException:
+        await catalog.close()  # a refused key must not leak the catalog's connection
+        raise
     executor = ThreadPoolExecutor(max_workers=config.store.workers, thread_name_prefix="store")
     write_executor = ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="store-write")
     ingestor = Ingestor(store, catalog, key, executor, write_executor)

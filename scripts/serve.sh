@@ -4,10 +4,5 @@
 # Extra arguments go to `mirror serve` (e.g. --host 0.0.0.0 --config config.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e .
+source scripts/venv.sh ""
 exec .venv/bin/mirror serve "$@"

@@ -3,12 +3,7 @@
 # whole test suite. Usage: ./scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+source scripts/venv.sh "[test]"
 set +e
 .venv/bin/python -m pytest -q "$@"
 rc=$?

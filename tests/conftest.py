@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import numpy as np
 import pytest
@@ -50,7 +50,9 @@ def random_bytes(n: int, seed: int = 0) -> bytes:
 _DTYPE_WIDTH = {"BF16": 2, "F16": 2, "F32": 4, "U8": 1}
 
 
-def safetensors_header(tensors: list[tuple[str, str, int]], *, header_len: int | None = None, metadata: dict[str, str] | None = None) -> bytes:
+def safetensors_header(
+    tensors: list[tuple[str, str, int]], *, header_len: int | None = None, metadata: dict[str, str] | None = None
+) -> bytes:
     """The 8-byte length prefix and JSON header for tensors given as (name, dtype, nbytes),
     laid out back to back. The JSON is space-padded to a multiple of 8 bytes, or to exactly
     `header_len` bytes when given (to model a header that grew by a few bytes)."""
@@ -85,14 +87,14 @@ def header_length(file_bytes: bytes | memoryview) -> int:
     return int(struct.unpack_from("<Q", file_bytes)[0])
 
 
-def fine_tune(payload: bytes, *, block: int = MiB, share: float = 0.10, seed: int = 1) -> tuple[bytes, int]:
-    """A copy of bf16 `payload` where `share` of its `block`-sized blocks hold fresh random
-    weights (as a fine-tune that touched some layers). Returns (variant, changed blocks)."""
+def fine_tune(payload: bytes, *, block: int = MiB, share: float = 0.10, seed: int = 1) -> tuple[bytes, list[int]]:
+    """A copy of bf16 `payload` where `share` of its `block`-sized blocks, picked at
+    random, hold fresh random weights. Returns (variant, sorted indices of changed blocks)."""
     rng = np.random.default_rng(seed)
     n_blocks = len(payload) // block
-    changed = max(1, round(n_blocks * share))
+    changed = sorted(rng.choice(n_blocks, size=max(1, round(n_blocks * share)), replace=False).tolist())
     out = bytearray(payload)
-    for b in sorted(rng.choice(n_blocks, size=changed, replace=False).tolist()):
+    for b in changed:
         out[b * block:(b + 1) * block] = bf16_like(block // 2, seed=seed * 1000 + b)
     return bytes(out), changed
 

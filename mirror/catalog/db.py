@@ -33,12 +33,17 @@ class Database:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open catalog {path}: {exc}") from None
         conn.row_factory = sqlite3.Row
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=FULL")
-        await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute("PRAGMA busy_timeout=30000")
         db = cls(conn, path)
-        await db._migrate()
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=FULL")
+            await conn.execute("PRAGMA foreign_keys=ON")
+            await conn.execute("PRAGMA busy_timeout=30000")
+            await db._migrate()
+        except BaseException:
+            # A refused schema (or a failed migration) must not leak the connection thread.
+            await conn.close()
+            raise
         return db
 
     async def _migrate(self) -> None:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Protocol
 
 import blake3
@@ -28,7 +29,6 @@ from mirror.errors import ChunkMissing, CorruptChunk
 from mirror.store.codec import HEADER_SIZE, MAX_CHUNK, RAW, Buffer, Codec, FrameError, peek_header
 from mirror.store.fsio import DurableFS
 from mirror.store.layout import Layout, is_chunk_id
-
 
 # No frame is larger than a raw frame of the largest chunk: compressed frames are only
 # kept when they are smaller than raw.
@@ -114,6 +114,10 @@ class ChunkStore:
         its hash."""
         if enc.frame is None:
             return Staged(enc.chunk_id, enc.raw_len, 0, -1, None)
+        # The chunk's directory is made now, in parallel with other writes, rather than in
+        # `publish`, which runs after the file hash and holds up the whole ingest. An empty
+        # directory is harmless if the ingest is then dropped.
+        self.fs.makedirs(self.layout.chunk_dir(enc.chunk_id))
         tmp = self.fs.stage(enc.frame, self.layout.tmp, enc.chunk_id)
         return Staged(enc.chunk_id, enc.raw_len, len(enc.frame), enc.frame[4], tmp)
 
@@ -121,10 +125,12 @@ class ChunkStore:
         """`encode_raw` then `stage_encoded`: a chunk already stored is not staged (`tmp` is None)."""
         return self.stage_encoded(self.encode_raw(raw, group_width=group_width))
 
-    def publish(self, staged: "list[Staged]") -> list[PutResult]:
-        """Move staged chunks into place, fsync each touched directory once, and return
-        what is now stored (new chunks flagged `new`; the codec and stored length of a
-        chunk that was there already are read from its frame header)."""
+    def publish(self, staged: "list[Staged]", *, pool: Executor | None = None) -> list[PutResult]:
+        """Move staged chunks into place, fsync each touched directory once (in `pool`
+        when given: concurrent directory fsyncs share journal commits), and return what is
+        now stored (new chunks flagged `new`; the codec and stored length of a chunk that
+        was there already are read from its frame header). Raises ChunkMissing if a
+        chunk that was found stored when it was staged has gone since."""
         out: list[PutResult] = []
         dirs: set[Path] = set()
         for st in staged:
@@ -135,8 +141,11 @@ class ChunkStore:
                 continue
             codec, _raw_len, stored_len = self.describe(st.chunk_id)
             out.append(PutResult(st.chunk_id, st.raw_len, stored_len, codec, False))
-        for d in sorted(dirs):
-            self.fs.fsync_dir(d)
+        if pool is not None and len(dirs) > 1:
+            list(pool.map(self.fs.fsync_dir, sorted(dirs)))
+        else:
+            for d in sorted(dirs):
+                self.fs.fsync_dir(d)
         crashpoints.hit("dir.fsynced")
         return out
 

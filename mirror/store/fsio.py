@@ -86,6 +86,9 @@ class DurableFS:
             os.close(fd)
 
     def makedirs(self, path: Path) -> None:
+        """Create `path` and its missing parents, each made durable in its parent. A
+        directory that another thread created meanwhile is fsynced in its parent too, as
+        that thread may not have done so yet."""
         if path.is_dir():
             return
         missing = []
@@ -97,7 +100,7 @@ class DurableFS:
             try:
                 os.mkdir(d)
             except FileExistsError:
-                continue
+                pass
             self.fsync_dir(d.parent)
 
 
@@ -106,3 +109,14 @@ def _unlink_quiet(path: Path) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def process_alive(pid: int) -> bool:
+    """True when a process with this pid exists (temp files carry their writer's pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -53,7 +53,7 @@ import zstandard
 
 from mirror.errors import CorruptChunk, StorageError
 from mirror.store.codec import GROUPED, HEADER, MAGIC, ZSTD, Codec, FrameError, group, parse_header
-from mirror.store.fsio import DurableFS
+from mirror.store.fsio import DurableFS, process_alive
 
 PACK_VERSION = 1
 PACK_MAGIC = b"MMPK"
@@ -307,15 +307,7 @@ class PackStore:
 
 
 def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid == os.getpid() or process_alive(pid)
 
 
 __all__ = ["ArchiveEncoder", "PackStore", "PackWriter", "PackEntry", "PACK_VERSION", "PACK_TARGET", "check_pack", "read_index"]
