@@ -7,7 +7,7 @@ then their catalog rows written, then the signed manifest. A hash mismatch disca
 temps and stores nothing. A crash at any point leaves temps (removed at start) or
 unreferenced chunks (collected by GC), never a manifest that points at a missing chunk.
 
-The pipeline over one memory-mapped file, all of it off the event loop:
+The pipeline over a file mapped window by window, all of it off the event loop:
 
     staging thread   FastCDC cut points, in file order (pyfastcdc drops the GIL)
     hash thread      sha256 (or git blob sha1) of the whole file (hashlib drops the GIL)
@@ -26,10 +26,12 @@ import functools
 import hashlib
 import mmap
 import os
+import queue
 import threading
 from collections import deque
 from concurrent.futures import Executor, Future
 from pathlib import Path
+from typing import BinaryIO
 
 from mirror import crashpoints
 from mirror.catalog import Catalog
@@ -42,6 +44,8 @@ from mirror.store.chunkstore import ChunkStore, Staged
 # Chunks between being cut and being staged: enough to keep both pools busy, few enough
 # that memory stays at a few tens of MiB whatever the file size.
 _INFLIGHT = 12
+# Bytes read per window of the staging pass; must exceed the chunker's MAX_SIZE.
+_WINDOW = 32 << 20
 
 
 def git_blob_sha1(data: bytes | memoryview) -> str:
@@ -111,19 +115,18 @@ class Ingestor:
                 if not verified:
                     _check(identity_hasher(identity, 0), identity, path)
                 return [], 0
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                view = memoryview(mm)
-                try:
-                    return self._stage_view(view, identity, verified, path), size
-                finally:
-                    view.release()
+            return self._stage_stream(fh, size, identity, verified, path), size
 
-    def _stage_view(self, view: memoryview, identity: str, verified: bool, path: Path) -> list[Staged]:
-        width = sniff_group_width(view[: 1 << 20]) if self.store.compress else 0
-        hasher = identity_hasher(identity, len(view))
-        # The hash runs in its own thread (hashlib drops the GIL) beside the chunk pools.
-        hash_thread = None if verified else threading.Thread(target=_hash_all, args=(hasher, view), daemon=True)
-        if hash_thread is not None:
+    def _stage_stream(self, fh: BinaryIO, size: int, identity: str, verified: bool, path: Path) -> list[Staged]:
+        """Cut, hash and stage the file window by window: memory stays at a few windows
+        whatever the file size (a whole-file mapping would count the file in our RSS)."""
+        width = sniff_group_width(os.pread(fh.fileno(), 1 << 20, 0)) if self.store.compress else 0
+        hasher = identity_hasher(identity, size)
+        # The hash runs in its own thread (hashlib drops the GIL), fed windows in order.
+        hash_queue: queue.Queue[memoryview | None] = queue.Queue(maxsize=2)
+        hash_thread = None
+        if not verified:
+            hash_thread = threading.Thread(target=_hash_queue, args=(hasher, hash_queue), daemon=True)
             hash_thread.start()
         store, writer = self.store, self.write_executor
 
@@ -134,22 +137,38 @@ class Ingestor:
         pending: deque[Future[Future[Staged]]] = deque()
         staged: list[Staged] = []
         try:
-            for off, length in cut(view):
-                pending.append(self.executor.submit(encode_then_write, view[off:off + length]))
-                # Bound memory and keep file order: collect the oldest when too many run.
-                while len(pending) > _INFLIGHT:
-                    staged.append(pending.popleft().result().result())
+            start = 0  # file offset where the current window begins
+            hashed = 0  # file offset up to which bytes went to the hash thread
+            while True:
+                length = min(_WINDOW, size - start)
+                window = _map_window(fh, start, length)
+                final = start + length >= size
+                if hash_thread is not None:
+                    hash_queue.put(window[hashed - start:])
+                    hashed = start + length
+                cuts = list(cut(window))
+                # The last cut of a window is where the mapping ended, not a content
+                # boundary: the next window starts there and cuts it again.
+                for off, n in cuts if final else cuts[:-1]:
+                    pending.append(self.executor.submit(encode_then_write, window[off:off + n]))
+                    # Bound memory and keep file order: collect the oldest when too many run.
+                    while len(pending) > _INFLIGHT:
+                        staged.append(pending.popleft().result().result())
+                if final:
+                    break
+                start += cuts[-1][0]
+                del window  # its mapping goes once no chunk or hash view needs it
             while pending:
                 staged.append(pending.popleft().result().result())
             if hash_thread is not None:
+                hash_queue.put(None)
                 hash_thread.join()
                 hash_thread = None
                 _check(hasher, identity, path)
         except BaseException:
             if hash_thread is not None:
-                hash_thread.join()
-            # Wait for every chunk already submitted (cancelling would leave queued work
-            # items holding views of the mapping) and drop whatever each one staged.
+                _stop_hash_thread(hash_queue, hash_thread)
+            # Wait for every chunk already submitted and drop whatever each one staged.
             for outer in pending:
                 try:
                     staged.append(outer.result().result())
@@ -160,10 +179,32 @@ class Ingestor:
         return staged
 
 
-def _hash_all(hasher: "hashlib._Hash", view: memoryview) -> None:
-    step = 8 << 20
-    for i in range(0, len(view), step):
-        hasher.update(view[i:i + step])
+def _map_window(fh: BinaryIO, start: int, length: int) -> memoryview:
+    """A read-only view of file bytes [start, start + length). The mapping is unmapped
+    when the last view of it is released, so only live windows count in our RSS."""
+    aligned = start - start % mmap.ALLOCATIONGRANULARITY
+    mm = mmap.mmap(fh.fileno(), length + (start - aligned), access=mmap.ACCESS_READ, offset=aligned)
+    return memoryview(mm)[start - aligned:]
+
+
+def _hash_queue(hasher: "hashlib._Hash", q: "queue.Queue[memoryview | None]") -> None:
+    while True:
+        view = q.get()
+        if view is None:
+            return
+        step = 8 << 20
+        for i in range(0, len(view), step):
+            hasher.update(view[i:i + step])
+
+
+def _stop_hash_thread(q: "queue.Queue[memoryview | None]", t: threading.Thread) -> None:
+    while t.is_alive():
+        try:
+            q.put(None, timeout=0.1)
+        except queue.Full:
+            continue
+        break
+    t.join()
 
 
 def _check(hasher: "hashlib._Hash", identity: str, path: Path) -> None:

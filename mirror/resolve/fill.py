@@ -44,6 +44,7 @@ log = logging.getLogger("mirror.fill")
 
 HOLDBACK = 64 << 10
 PIECE = 1 << 20
+INGEST_WAIT = 600.0  # seconds an ingest waits for the fill's readers to finish
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)", re.ASCII)
 
 
@@ -79,6 +80,11 @@ class Fill:
         # up take it from memory instead of reading it back from the spool.
         self.recent_offset = 0
         self.recent: bytes = b""
+        # Clients streaming from this fill; the ingest waits for them (it would compete
+        # with them for the CPU), up to INGEST_WAIT.
+        self.readers = 0
+        self.no_readers = asyncio.Event()
+        self.no_readers.set()
 
     @property
     def size(self) -> int:
@@ -98,6 +104,8 @@ class Fill:
         """Yield bytes [start, end) of the file as the fill makes them available."""
         loop = asyncio.get_running_loop()
         fd = os.open(self.spool, os.O_RDONLY)
+        self.readers += 1
+        self.no_readers.clear()
         try:
             pos = start
             while pos < end:
@@ -129,6 +137,9 @@ class Fill:
                     continue
         finally:
             os.close(fd)
+            self.readers -= 1
+            if not self.readers:
+                self.no_readers.set()
 
 
 class Fetcher:
@@ -237,6 +248,11 @@ class Fetcher:
             self._unlock_spool(fill)
             return
         fill.done.set()
+        try:
+            async with asyncio.timeout(INGEST_WAIT):
+                await fill.no_readers.wait()
+        except TimeoutError:
+            pass
         await self._ingest(fill)
 
     async def _ingest(self, fill: Fill) -> None:
