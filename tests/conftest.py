@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,9 @@ import pytest
 from mirror import config as config_mod
 from mirror.config import Config
 from mirror.services import Services, open_services
+
+if TYPE_CHECKING:
+    from tests.fakehub import FakeHub
 
 MiB = 1 << 20
 
@@ -133,3 +137,18 @@ async def services(config: Config) -> AsyncIterator[Services]:
         yield svc
     finally:
         await svc.close()
+
+
+# --- the fake Hub, for end-to-end tests ------------------------------------------------------
+
+
+@pytest.fixture
+def hub() -> Iterator["FakeHub"]:
+    """A fake Hub on loopback (Hub and CDN origins) with two users' tokens."""
+    from tests.fakehub import FakeHub
+    from tests.hubenv import OTHER, TOKEN
+
+    with FakeHub.running() as h:
+        h.add_token(TOKEN, "alice")
+        h.add_token(OTHER, "bob")
+        yield h

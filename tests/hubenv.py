@@ -14,7 +14,6 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator
 
 _HF_HOME = tempfile.mkdtemp(prefix="mirror-tests-hf-home-")
 atexit.register(shutil.rmtree, _HF_HOME, True)
@@ -28,8 +27,6 @@ os.environ.update(
 )
 for _var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_ENDPOINT"):
     os.environ.pop(_var, None)
-
-import pytest  # noqa: E402
 
 from tests.daemon import MirrorDaemon  # noqa: E402
 from tests.fakehub import FakeHub  # noqa: E402
@@ -62,14 +59,6 @@ def raw(url: str, method: str = "GET", headers: dict[str, str] | None = None, da
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read()
-
-
-@pytest.fixture
-def hub() -> Iterator[FakeHub]:
-    with FakeHub.running() as h:
-        h.add_token(TOKEN, "alice")
-        h.add_token(OTHER, "bob")
-        yield h
 
 
 def start_mirror(tmp: Path, hub: FakeHub, **tables: dict[str, object]) -> MirrorDaemon:

@@ -19,7 +19,6 @@ from huggingface_hub import HfApi, HfFileSystem, hf_hub_download, snapshot_downl
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
-    RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 

@@ -10,9 +10,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.hubenv import MiB, OTHER, TOKEN, hub, rand, raw, sha256, start_mirror  # noqa: F401  isort: skip
+from tests.hubenv import MiB, OTHER, TOKEN, rand, raw, sha256, start_mirror  # isort: skip
 
-import pytest
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 
 from tests.fakehub import FakeHub

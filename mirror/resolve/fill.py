@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import json
 import logging
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator, Coroutine
 
@@ -34,8 +32,7 @@ from mirror.catalog import Catalog
 from mirror.config import Config
 from mirror.errors import HashMismatch, MirrorError, Overloaded, UpstreamError, UpstreamUnavailable
 from mirror.ingest import Ingestor, identity_hasher
-from mirror.model import FileEntry, RepoKey
-from mirror.resolve.spool import SpoolWriter
+from mirror.resolve.spool import FillTarget, SpoolWriter, fsync_path, hash_prefix, read_record, write_record
 from mirror.store.layout import Layout
 from mirror.upstream import urls
 from mirror.upstream.client import HubClient
@@ -46,21 +43,6 @@ HOLDBACK = 64 << 10
 PIECE = 1 << 20
 INGEST_WAIT = 600.0  # seconds an ingest waits for the fill's readers to finish
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)", re.ASCII)
-
-
-@dataclass(frozen=True, slots=True)
-class FillTarget:
-    key: RepoKey
-    commit: str
-    entry: FileEntry
-
-    @property
-    def identity(self) -> str:
-        return self.entry.identity
-
-    @property
-    def size(self) -> int:
-        return self.entry.size
 
 
 class Fill:
@@ -217,7 +199,7 @@ class Fetcher:
             # durability matters only to the ingest, so its fsync runs after.
             fill.verified = True
             fill.notify()
-            await asyncio.get_running_loop().run_in_executor(None, _fsync_path, fill.spool)
+            await asyncio.get_running_loop().run_in_executor(None, fsync_path, fill.spool)
             self._write_meta(fill, verified=True)
             crashpoints.hit("fill.verified")
             fill.notify()
@@ -280,7 +262,7 @@ class Fetcher:
                 os.ftruncate(fd, 0)
                 have = 0
             if have:  # a spool left by an earlier run: rebuild the hash state
-                await loop.run_in_executor(None, _hash_prefix, fd, have, hasher)
+                await loop.run_in_executor(None, hash_prefix, fd, have, hasher)
                 log.info("resuming %s at %d/%d bytes", t.entry.path, have, t.size)
             fill.written = have
             failures = 0
@@ -308,7 +290,6 @@ class Fetcher:
 
     async def _fetch_once(self, fill: Fill, fd: int, hasher: "object", path: str, token: str | None) -> None:
         t = fill.target
-        loop = asyncio.get_running_loop()
         start = fill.written
         body = await self.hub.open_file(path, token, start=start)
         self.upstream_gets += 1
@@ -352,22 +333,7 @@ class Fetcher:
     # --- spool bookkeeping -----------------------------------------------------------------
 
     def _write_meta(self, fill: Fill, *, verified: bool) -> None:
-        t = fill.target
-        e = t.entry
-        meta = {
-            "identity": t.identity,
-            "repo_type": t.key.repo_type,
-            "repo_id": t.key.repo_id,
-            "commit": t.commit,
-            "path": e.path,
-            "oid": e.oid,
-            "size": e.size,
-            "lfs_sha256": e.lfs_sha256,
-            "verified": verified,
-        }
-        tmp = fill.meta.with_suffix(".meta-tmp")
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, fill.meta)
+        write_record(fill.meta, fill.target, verified)
 
     def _drop_spool(self, fill: Fill) -> None:
         for p in (fill.spool, fill.meta):
@@ -380,9 +346,7 @@ class Fetcher:
         """At start: ingest verified spools; resume partial spools of public repos."""
         for meta_path in sorted(self.layout.spool.glob("*.meta")):
             try:
-                meta = json.loads(meta_path.read_text())
-                entry = FileEntry(meta["path"], "file", meta["oid"], int(meta["size"]), meta.get("lfs_sha256"))
-                target = FillTarget(RepoKey(meta["repo_type"], meta["repo_id"]), meta["commit"], entry)
+                target, verified = read_record(meta_path)
                 spool, expected_meta = self.layout.spool_paths(target.identity)
                 if expected_meta != meta_path or not spool.exists():
                     raise ValueError("spool files do not match")
@@ -391,7 +355,8 @@ class Fetcher:
                 for p in (meta_path, meta_path.with_suffix(".part")):
                     p.unlink(missing_ok=True)
                 continue
-            if meta.get("verified") and spool.stat().st_size == entry.size:
+            entry = target.entry
+            if verified and spool.stat().st_size == entry.size:
                 fill = Fill(target, spool, meta_path)
                 try:
                     self._lock_spool(fill)
@@ -411,21 +376,3 @@ class Fetcher:
                     self.start(target, None)
                 except Overloaded:
                     pass  # another process owns it, or too many fills: resumed on request
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _hash_prefix(fd: int, length: int, hasher: "object") -> None:
-    pos = 0
-    while pos < length:
-        data = os.pread(fd, min(8 << 20, length - pos), pos)
-        if not data:
-            break
-        hasher.update(data)  # type: ignore[attr-defined]
-        pos += len(data)
