@@ -365,3 +365,28 @@ def test_whoami_passes_through(hub: FakeHub, tmp_path: Path) -> None:
         assert status == 401
     finally:
         m.stop()
+
+
+def test_bit_rot_in_a_cached_chunk_is_never_served(hub: FakeHub, tmp_path: Path) -> None:
+    """threat-model C6: a flipped byte on disk is caught by blake3 before it is sent;
+    the chunk is quarantined and the file comes again from upstream."""
+    data = rand(6 * MiB + 5, 16)
+    hub.commit("org/m", {"model.safetensors": data})
+    m = start_mirror(tmp_path, hub)
+    try:
+        url = m.url + "/org/m/resolve/main/model.safetensors"
+        assert raw(url)[2] == data
+        deadline = time.monotonic() + 20
+        while _stats(m)["files"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        chunk = max((p for p in (m.data_dir / "chunks").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+        blob = bytearray(chunk.read_bytes())
+        blob[len(blob) // 2] ^= 0x01
+        chunk.write_bytes(bytes(blob))
+        _status, _h, body = raw_tolerant(url)
+        assert body != data
+        assert (m.data_dir / "quarantine" / chunk.name).exists()
+        p = hf_hub_download("org/m", "model.safetensors", endpoint=m.url, cache_dir=tmp_path / "c")
+        assert Path(p).read_bytes() == data
+    finally:
+        m.stop()

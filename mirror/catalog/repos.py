@@ -12,6 +12,7 @@ A commit's listing is immutable once written, so it is cached in memory without 
 from __future__ import annotations
 
 import json
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -20,6 +21,8 @@ from mirror.catalog.db import Database
 from mirror.model import FileEntry, RepoKey
 
 _LISTING_CACHE = 64
+_INFO_CACHE = 256
+_ROW_TTL = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,8 @@ class RepoCatalog:
         self._now = now
         self._repo_ids: dict[RepoKey, int] = {}
         self._listings: OrderedDict[tuple[int, str], dict[str, FileEntry]] = OrderedDict()
+        self._infos: OrderedDict[tuple[int, str], dict[str, Any]] = OrderedDict()
+        self._rows: dict[RepoKey, tuple[RepoRow, float]] = {}
         self._refs: dict[tuple[int, str], tuple[str, float]] = {}
 
     # --- repos ----------------------------------------------------------------------
@@ -57,8 +62,17 @@ class RepoCatalog:
         return int(row["id"])
 
     async def get_repo(self, key: RepoKey) -> RepoRow | None:
+        """The repo's row; answered from memory for `_ROW_TTL` seconds (every file
+        request asks for the visibility flags), so another process's change shows up
+        within that time."""
+        hit = self._rows.get(key)
+        if hit is not None and time.monotonic() - hit[1] < _ROW_TTL:
+            return hit[0]
         row = await self.db.fetchone("SELECT * FROM repos WHERE repo_type = ? AND repo_id = ?", (key.repo_type, key.repo_id))
-        return _repo_row(row) if row else None
+        result = _repo_row(row) if row else None
+        if result is not None:
+            self._rows[key] = (result, time.monotonic())
+        return result
 
     async def set_repo_info(self, key: RepoKey, *, private: bool, gated: str, info: dict[str, Any] | None) -> int:
         rid = await self.repo_id(key)
@@ -67,6 +81,7 @@ class RepoCatalog:
                 "UPDATE repos SET private = ?, gated = ?, info_json = COALESCE(?, info_json), info_at = ? WHERE id = ?",
                 (int(private), gated, json.dumps(info) if info is not None else None, self._now(), rid),
             )
+        self._rows.pop(key, None)
         assert rid is not None
         return rid
 
@@ -133,12 +148,26 @@ class RepoCatalog:
                 "ON CONFLICT(repo, sha) DO UPDATE SET info_json = excluded.info_json",
                 (repo, sha, json.dumps(info), now),
             )
+        self._remember_info(repo, sha, info)
 
     async def commit_info(self, repo: int, sha: str) -> dict[str, Any] | None:
+        """Repo info at a commit (immutable, so cached in memory without expiry)."""
+        hit = self._infos.get((repo, sha))
+        if hit is not None:
+            self._infos.move_to_end((repo, sha))
+            return hit
         row = await self.db.fetchone("SELECT info_json FROM commits WHERE repo = ? AND sha = ?", (repo, sha))
         if row is None or row["info_json"] is None:
             return None
-        return json.loads(row["info_json"])  # type: ignore[no-any-return]
+        info: dict[str, Any] = json.loads(row["info_json"])
+        self._remember_info(repo, sha, info)
+        return info
+
+    def _remember_info(self, repo: int, sha: str, info: dict[str, Any]) -> None:
+        self._infos[(repo, sha)] = info
+        self._infos.move_to_end((repo, sha))
+        while len(self._infos) > _INFO_CACHE:
+            self._infos.popitem(last=False)
 
     async def get_listing(self, repo: int, sha: str) -> dict[str, FileEntry] | None:
         key = (repo, sha)

@@ -8,13 +8,15 @@ background when `cache.fill_on_range` is on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
-from typing import AsyncIterator, Protocol
+from typing import AsyncIterator, Callable, Protocol
 
 from mirror.catalog import Catalog
 from mirror.config import Config
-from mirror.errors import EntryNotFound, MirrorError, UpstreamError
+from mirror.errors import ChunkMissing, CorruptChunk, EntryNotFound, MirrorError, UpstreamError
 from mirror.manifest import Manifest
 from mirror.model import FileEntry, RepoKey
 from mirror.resolve.access import Access
@@ -26,6 +28,9 @@ from mirror.upstream import urls
 from mirror.upstream.client import HubClient
 
 log = logging.getLogger("mirror.files")
+
+# Seconds a "all chunks present" answer for a manifest is trusted.
+_PRESENT_TTL = 5.0
 
 
 class Source(Protocol):
@@ -39,10 +44,17 @@ class Source(Protocol):
 class StoreSource:
     manifest: Manifest
     reader: ChunkReader
+    on_missing: Callable[[str, MirrorError], None]
     kind: str = "store"
 
-    def iter(self, start: int, end: int) -> AsyncIterator[bytes | memoryview]:
-        return self.reader.iter_range(self.manifest.chunks, start, end)
+    async def iter(self, start: int, end: int) -> AsyncIterator[bytes | memoryview]:
+        try:
+            async for piece in self.reader.iter_range(self.manifest.chunks, start, end):
+                yield piece
+        except (ChunkMissing, CorruptChunk) as exc:
+            # Collected, evicted or rotten under us: the next request fetches again.
+            self.on_missing(self.manifest.identity, exc)
+            raise
 
 
 @dataclass
@@ -109,6 +121,7 @@ class Files:
         self.reader = reader
         self.hub = hub
         self.config = config
+        self._present: dict[str, float] = {}
 
     async def locate(self, key: RepoKey, revision: str, path: str, token: str | None) -> tuple[Resolved, FileEntry]:
         res, _info = await self.metadata.resolve(key, revision, token)
@@ -122,7 +135,7 @@ class Files:
         self.catalog.meta.touch(res.repo, res.commit)
         man = await self.stored_manifest(entry.identity)
         if man is not None:
-            return StoreSource(man, self.reader)
+            return StoreSource(man, self.reader, self.forget)
         fill = self.fetcher.active(entry.identity)
         target = FillTarget(res.key, res.commit, entry)
         if byte_range is not None and (fill is None or fill.readable() < byte_range[1]):
@@ -136,11 +149,31 @@ class Files:
             fill = self.fetcher.start(target, token)
         return FillSource(fill)
 
+    def forget(self, identity: str, cause: MirrorError | None = None) -> None:
+        """Stop trusting the stored copy of a content; a rotten chunk is quarantined
+        (threat-model C6), so the next request fetches the file again."""
+        self._present.pop(identity, None)
+        self.catalog.content.forget(identity)
+        if isinstance(cause, CorruptChunk):
+            log.error("integrity: %s; quarantined, %s will be fetched again", cause.message, identity)
+            self.store.quarantine(cause.chunk_id)
+
     async def stored_manifest(self, identity: str) -> Manifest | None:
         man = await self.catalog.content.get_manifest(identity)
         if man is None:
             return None
-        if not all(self.store.has(c.chunk_id) for c in man.chunks):
+        # One stat per chunk is thousands for a big file: remember a good answer briefly.
+        seen = self._present.get(identity)
+        if seen is not None and time.monotonic() - seen < _PRESENT_TTL:
+            return man
+        chunk_ids = [c.chunk_id for c in man.chunks]
+        loop = asyncio.get_running_loop()
+        present = await loop.run_in_executor(None, lambda: all(self.store.has(c) for c in chunk_ids))
+        if present:
+            if len(self._present) > 10_000:
+                self._present.clear()
+            self._present[identity] = time.monotonic()
+        if not present:
             # Evicted or lost chunks: forget the manifest so the file is fetched again.
             log.warning("manifest %s has missing chunks; refetching", identity)
             self.catalog.content.forget(identity)
