@@ -166,6 +166,7 @@ def test_10_to_15_head_metadata(env):
     status, h, body = raw(m.url + "/org/model/resolve/main/config.json", "HEAD")
     assert status == 200 and body == b"" and h["X-Repo-Commit"] == shas["main"]
     assert h["Content-Length"] == str(len(FILES["config.json"])) and h["ETag"].startswith('"')
+    assert h["X-Linked-Etag"] == h["ETag"] and h["X-Linked-Size"] == h["Content-Length"]
     assert "Location" not in h and "Link" not in h and not any(k.lower().startswith("x-xet") for k in h)
     status, h, _ = raw(m.url + "/org/model/resolve/main/model.safetensors", "HEAD")
     assert status == 200 and h["X-Linked-Etag"] == f'"{sha256(FILES["model.safetensors"])}"'

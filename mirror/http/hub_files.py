@@ -32,10 +32,11 @@ def _file_headers(res: Resolved, entry: FileEntry) -> dict[str, str]:
         "Accept-Ranges": "bytes",
         "Content-Type": "application/octet-stream",
     }
-    if entry.lfs_sha256:
-        h["X-Linked-Etag"] = f'"{entry.lfs_sha256}"'
-        if entry.size <= _HF_SIZE_GUARD:
-            h["X-Linked-Size"] = str(entry.size)
+    # The Hub sends these for LFS files only; sending them for every file gives old and
+    # new clients one source of truth (the client prefers X-Linked-Etag to ETag).
+    h["X-Linked-Etag"] = f'"{entry.etag}"'
+    if entry.size <= _HF_SIZE_GUARD:
+        h["X-Linked-Size"] = str(entry.size)
     h.update(stale_headers(res.stale))
     return h
 
