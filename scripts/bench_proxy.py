@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,6 +74,11 @@ def write_random(path: Path, n: int, seed: int) -> None:
             step = min(left, 64 * MiB)
             fh.write(rng.bytes(step))
             left -= step
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_peak_mib(pid: int) -> float:
@@ -170,12 +176,17 @@ def main() -> int:
 
         m = MirrorDaemon(work / "data", hub.url).start()
         direct = min(timed_download(hub.url, "big.safetensors", work / f"c-direct{i}") for i in range(2))
+        cpu0 = (cpu_seconds(hub.proc.pid), cpu_seconds(m.proc.pid), time.process_time())  # type: ignore[union-attr]
         cold = timed_download(m.url, "big.safetensors", work / "c-cold")
+        cpu1 = (cpu_seconds(hub.proc.pid), cpu_seconds(m.proc.pid), time.process_time())  # type: ignore[union-attr]
+        used = [b - a for a, b in zip(cpu0, cpu1)]
         wait_ingested(m, 1)
         warm = min(timed_download(m.url, "big.safetensors", work / f"c-warm{i}") for i in range(2))
         mb = size / 1e6
         results.append(("cold download via mirror (hf_hub_download)", f"{mb / cold:.0f} MB/s", f"direct {mb / direct:.0f} MB/s",
                         f"ratio {direct / cold:.2f} (target >= 0.90)"))
+        results.append(("  cold: CPU seconds hub / mirror / client", " / ".join(f"{u:.2f}" for u in used),
+                         f"capacity {2 * cold:.2f} (2 cores)", f"busy {sum(used) / (2 * cold):.0%}"))
         results.append(("warm download via mirror (hf_hub_download)", f"{mb / warm:.0f} MB/s", f"direct {mb / direct:.0f} MB/s",
                         f"ratio {direct / warm:.2f} (target >= 0.95)"))
 
@@ -202,6 +213,7 @@ def main() -> int:
         m.stop()
     finally:
         hub.stop()
+        shutil.rmtree(work, ignore_errors=True)
     print(f"\nbench_proxy: {args.size_mib} MiB file, 2 cores, loopback\n")
     for name, value, base, verdict in results:
         print(f"{name:<46} {value:>34}   {base:<28} {verdict}")

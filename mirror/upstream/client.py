@@ -66,14 +66,17 @@ class UpstreamBody:
         self._read_timeout = read_timeout
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
-        """Yield the body as it arrives, in the pieces the socket delivered (no joins)."""
+        """Yield the body as it arrives: each piece is everything received so far."""
         # The session's sock_read timeout bounds the silence between two pieces.
         try:
+            content = self._resp.content
             while True:
-                data = await self._resp.content.readany()
+                data = await content.readany()
                 if not data:
                     return
-                yield data
+                # Take whatever else already arrived too: fewer, larger pieces downstream.
+                more = content.read_nowait()
+                yield data + more if more else data
         except asyncio.TimeoutError:
             raise UpstreamUnavailable("upstream body stalled") from None
         except (aiohttp.ClientError, ConnectionError) as exc:
