@@ -390,3 +390,35 @@ def test_bit_rot_in_a_cached_chunk_is_never_served(hub: FakeHub, tmp_path: Path)
         assert Path(p).read_bytes() == data
     finally:
         m.stop()
+
+
+def test_upstream_429_storm_is_absorbed_by_one_fill(hub: FakeHub, tmp_path: Path) -> None:
+    """threat-model U7: upstream answers 429 + Retry-After twice; 8 clients of one cold
+    file all get it, and upstream sees one request per retry, not per client."""
+    data = rand(4 * MiB + 1, 17)
+    hub.commit("org/m", {"model.safetensors": data})
+    m = start_mirror(tmp_path, hub)
+    try:
+        assert raw(m.url + "/org/m/resolve/main/model.safetensors", "HEAD")[0] == 200
+        hub.reset_counters()
+        hub.fail_status(429, times=2, retry_after=1, paths_glob="*/resolve/*")
+        bodies = _get_all(m.url + "/org/m/resolve/main/model.safetensors", 8)
+        assert all(b == data for b in bodies)
+        assert hub.count("GET", path_contains="/resolve/") == 3
+    finally:
+        m.stop()
+
+
+def test_upstream_failure_before_first_byte_gets_an_error_status(hub: FakeHub, tmp_path: Path) -> None:
+    data = rand(2 * MiB, 18)
+    hub.commit("org/m", {"model.safetensors": data})
+    m = start_mirror(tmp_path, hub, upstream={"max_resumes": 1})
+    try:
+        assert raw(m.url + "/org/m/resolve/main/model.safetensors", "HEAD")[0] == 200
+        hub.fail_status(500, paths_glob="*/resolve/*")
+        status, h, body = raw(m.url + "/org/m/resolve/main/model.safetensors")
+        assert status == 502 and "error" in json.loads(body)
+        hub.clear_faults()
+        assert raw(m.url + "/org/m/resolve/main/model.safetensors")[2] == data
+    finally:
+        m.stop()

@@ -31,6 +31,16 @@ log = logging.getLogger("mirror.files")
 
 # Seconds a "all chunks present" answer for a manifest is trusted.
 _PRESENT_TTL = 5.0
+# Seconds a cold request waits for the fill's first bytes before sending its headers
+# (clients give up after 10 s without a byte).
+_FIRST_BYTE_WAIT = 8.0
+
+
+def _replay(err: MirrorError) -> MirrorError:
+    """A fresh error with the same message, status, code and headers, for each waiter."""
+    copy = MirrorError(err.message, **err.headers)
+    copy.status, copy.error_code, copy.exit_code = err.status, err.error_code, err.exit_code
+    return copy
 
 
 class Source(Protocol):
@@ -147,6 +157,10 @@ class Files:
             return UpstreamRangeSource(self.hub, urls.resolve(res.key, res.commit, entry.path), token, entry.size)
         if fill is None:
             fill = self.fetcher.start(target, token)
+        if not fill.written and not fill.verified:
+            await fill.wait_started(_FIRST_BYTE_WAIT)
+            if fill.error is not None and not fill.written:
+                raise _replay(fill.error)
         return FillSource(fill)
 
     def forget(self, identity: str, cause: MirrorError | None = None) -> None:

@@ -23,6 +23,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import random
 import re
 from pathlib import Path
 from typing import AsyncIterator, Coroutine
@@ -77,6 +78,23 @@ class Fill:
         if self.verified:
             return self.size
         return min(self.written, max(0, self.size - HOLDBACK))
+
+    async def wait_started(self, timeout: float) -> None:
+        """Wait until the first bytes arrived, the fill ended, or `timeout` passed: an
+        upstream that fails at once is then answered with a proper error status instead
+        of a 200 whose body breaks off."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.written and not self.done.is_set() and not self.verified:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            changed = self._changed
+            try:
+                async with asyncio.timeout(left):
+                    await changed.wait()
+            except TimeoutError:
+                return
 
     def notify(self) -> None:
         ev, self._changed = self._changed, asyncio.Event()
@@ -273,14 +291,18 @@ class Fetcher:
                     if fill.written >= t.size:
                         break
                     raise UpstreamUnavailable("upstream body ended early")
-                except (UpstreamUnavailable, UpstreamError) as exc:
-                    if isinstance(exc, HashMismatch):
-                        raise
+                except (UpstreamUnavailable, UpstreamError, Overloaded) as exc:
                     failures += 1
                     if failures > self.config.upstream.max_resumes:
                         raise
-                    log.info("upstream broke at %d/%d of %s (%s); resuming", fill.written, t.size, t.entry.path, exc.message)
-                    await asyncio.sleep(min(0.1 * 2**failures, 3.0))
+                    if isinstance(exc, Overloaded):
+                        # Upstream rate limit: this one fill waits for all of its clients,
+                        # so a storm costs one request per file per retry (threat U7).
+                        delay = min(float(exc.headers.get("Retry-After", "1")), 10.0) + random.uniform(0, 0.5)
+                    else:
+                        delay = min(0.1 * 2**failures, 3.0)
+                    log.info("upstream failed at %d/%d of %s (%s); retrying in %.1fs", fill.written, t.size, t.entry.path, exc.message, delay)
+                    await asyncio.sleep(delay)
             actual = hasher.hexdigest()
             expected = t.identity.split(":", 1)[1]
             if actual != expected:
