@@ -422,3 +422,29 @@ def test_upstream_failure_before_first_byte_gets_an_error_status(hub: FakeHub, t
         assert raw(m.url + "/org/m/resolve/main/model.safetensors")[2] == data
     finally:
         m.stop()
+
+
+def test_fill_outlives_the_client_that_started_it(hub: FakeHub, tmp_path: Path) -> None:
+    """threat-model L2: the first client leaves after 1 MiB; the fetch goes on, the
+    content is stored, and nobody fetches it again."""
+    import http.client
+
+    data = rand(12 * MiB + 3, 19)
+    hub.commit("org/m", {"model.safetensors": data})
+    hub.bandwidth = 12 * MiB
+    m = start_mirror(tmp_path, hub)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", m.port, timeout=30)
+        conn.request("GET", "/org/m/resolve/main/model.safetensors")
+        resp = conn.getresponse()
+        assert len(resp.read(MiB)) == MiB
+        conn.close()
+        deadline = time.monotonic() + 30
+        while _stats(m)["files"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        hub.bandwidth = None
+        hub.reset_counters()
+        assert raw(m.url + "/org/m/resolve/main/model.safetensors")[2] == data
+        assert hub.bytes_sent == 0
+    finally:
+        m.stop()
