@@ -27,8 +27,18 @@ from tests.fakehub import FakeHub
 
 ODD = "sub/dir/file name+#.txt"
 UTF8 = "données/モデル.txt"
+def _tokenizer_json() -> bytes:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "hello": 1, "world": 2}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tok.to_str().encode()
+
+
 FILES = {
     "config.json": b'{"model_type": "bert", "hidden_size": 8}',
+    "tokenizer.json": _tokenizer_json(),
+    "tokenizer_config.json": b'{"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "[UNK]"}',
     "model.safetensors": rand(3 * MiB + 7, 1),
     "big.bin": rand(12 * MiB + 5, 2),
     ODD: b"odd name",
@@ -235,9 +245,14 @@ def test_26_xet_installed_client_stays_on_http(env, tmp_path):
     env_vars = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_XET"}
     env_vars["HF_ENDPOINT"] = m.url
     before = len(m.log)
+    marks = []
     for _ in range(2):
+        marks.append(len(m.log))
         out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env_vars, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
+    time.sleep(0.3)
+    second = [line for line in m.log[marks[1]:] if "mirror.access" in line]
+    assert len(second) == 1 and "/api/models/org/model/revision/main" in second[0], second
     snap = Path(out.stdout.strip().splitlines()[-1])
     assert (snap / "model.safetensors").read_bytes() == FILES["model.safetensors"]
     assert not [line for line in m.log[before:] if "xet-read-token" in line]
@@ -301,3 +316,19 @@ def test_29_transformers_and_cli(env, tmp_path):
     printed = out.stdout.strip().splitlines()[-1].split("path:")[-1].strip()
     assert Path(printed).read_bytes() == FILES["config.json"]
     assert access_lines(m, "HEAD /org/model/resolve/main/config.json")
+
+
+def test_29_transformers_tokenizer_warm_load_makes_three_requests(env, tmp_path):
+    _hub, m, _ = env
+    env_vars = dict(os.environ, HF_ENDPOINT=m.url, HF_HOME=str(tmp_path / "home"))
+    code = "from transformers import AutoTokenizer; t = AutoTokenizer.from_pretrained('org/model'); print(t('hello world')['input_ids'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env_vars, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0 and out.stdout.strip().endswith("[1, 2]"), out.stderr[-2000:]
+    mid = len(m.log)
+    out = subprocess.run([sys.executable, "-c", code], env=env_vars, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    time.sleep(0.3)
+    warm = [line for line in m.log[mid:] if "mirror.access" in line]
+    assert len(warm) == 3, warm
+    assert any("additional_chat_templates" in line and '" 404 ' in line for line in warm)
+    assert any('"GET /api/models/org/model/tree/main" 200' in line for line in warm)
