@@ -46,7 +46,3 @@ class FileEntry:
         if self.lfs_sha256:
             out["lfs"] = {"oid": self.lfs_sha256, "size": self.size, "pointerSize": self.lfs_pointer or 0}
         return out
-
-
-def identity_of(kind: str, hexdigest: str) -> str:
-    return f"{kind}:{hexdigest}"

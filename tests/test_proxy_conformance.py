@@ -293,22 +293,30 @@ def test_snapshot_and_list_apis(env, tmp_path):
     assert api.repo_exists("org/model")
 
 
+def _cold_then_warm(m: MirrorDaemon, code: str, env_vars: dict[str, str], expect: str) -> tuple[list[str], list[str]]:
+    """Run a client program twice on one HF_HOME; return the mirror's access lines of the
+    cold run and of the warm run. The cold run must print something ending in `expect`."""
+    runs = []
+    for i in range(2):
+        mark = len(m.log)
+        out = subprocess.run([sys.executable, "-c", code], env=env_vars, capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stderr[-2000:]
+        if i == 0:
+            assert out.stdout.strip().endswith(expect), out.stdout[-500:]
+        time.sleep(0.3)
+        runs.append([line for line in m.log[mark:] if "mirror.access" in line])
+    return runs[0], runs[1]
+
+
 def test_29_transformers_and_cli(env, tmp_path):
     """transformers AutoConfig through the mirror (cold, then warm = exactly one request),
     and the `hf download` CLI."""
     hub, m, _ = env
     env_vars = dict(os.environ, HF_ENDPOINT=m.url, HF_HOME=str(tmp_path / "home"))
     code = "from transformers import AutoConfig; c = AutoConfig.from_pretrained('org/model'); print(c.model_type)"
-    before = len(m.log)
-    out = subprocess.run([sys.executable, "-c", code], env=env_vars, capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0 and out.stdout.strip().endswith("bert"), out.stderr[-2000:]
-    mid = len(m.log)
-    out = subprocess.run([sys.executable, "-c", code], env=env_vars, capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stderr[-2000:]
-    time.sleep(0.3)
-    warm = [line for line in m.log[mid:] if "mirror.access" in line]
+    cold, warm = _cold_then_warm(m, code, env_vars, "bert")
     assert len(warm) == 1 and '"GET /api/models/org/model"' in warm[0], warm
-    assert len([line for line in m.log[before:mid] if "mirror.access" in line]) >= 2
+    assert len(cold) >= 2
     hf = Path(sys.executable).parent / "hf"
     out = subprocess.run([str(hf), "download", "org/model", "config.json", "--cache-dir", str(tmp_path / "cli")],
                          env=env_vars, capture_output=True, text=True, timeout=120)
@@ -322,13 +330,7 @@ def test_29_transformers_tokenizer_warm_load_makes_three_requests(env, tmp_path)
     _hub, m, _ = env
     env_vars = dict(os.environ, HF_ENDPOINT=m.url, HF_HOME=str(tmp_path / "home"))
     code = "from transformers import AutoTokenizer; t = AutoTokenizer.from_pretrained('org/model'); print(t('hello world')['input_ids'])"
-    out = subprocess.run([sys.executable, "-c", code], env=env_vars, capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0 and out.stdout.strip().endswith("[1, 2]"), out.stderr[-2000:]
-    mid = len(m.log)
-    out = subprocess.run([sys.executable, "-c", code], env=env_vars, capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stderr[-2000:]
-    time.sleep(0.3)
-    warm = [line for line in m.log[mid:] if "mirror.access" in line]
+    _cold, warm = _cold_then_warm(m, code, env_vars, "[1, 2]")
     assert len(warm) == 3, warm
     assert any("additional_chat_templates" in line and '" 404 ' in line for line in warm)
     assert any('"GET /api/models/org/model/tree/main" 200' in line for line in warm)

@@ -99,10 +99,6 @@ class Database:
         async with self._lock:
             await self._conn.execute(sql, tuple(params))
 
-    async def checkpoint(self) -> None:
-        async with self._lock:
-            await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
     async def integrity_check(self) -> list[str]:
         rows = await self.fetchall("PRAGMA integrity_check")
         problems = [r[0] for r in rows if r[0] != "ok"]

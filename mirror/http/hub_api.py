@@ -44,37 +44,20 @@ async def repo_info(request: web.Request) -> web.Response:
 
 
 def _select(listing: dict[str, FileEntry], path: str, recursive: bool) -> list[FileEntry]:
-    entries = _with_directories(listing)
     if path:
-        entry = entries.get(path)
+        entry = listing.get(path)
         if entry is None:
             raise EntryNotFound(f"{path} does not exist")
         if entry.kind == "file":
             return [entry]
     prefix = f"{path}/" if path else ""
     out = []
-    for p, e in entries.items():
+    for p, e in listing.items():
         if not p.startswith(prefix) or p == path:
             continue
         if recursive or "/" not in p[len(prefix):]:
             out.append(e)
     return out
-
-
-def _with_directories(listing: dict[str, FileEntry]) -> dict[str, FileEntry]:
-    """Upstream recursive listings include directories; synthesise any that are absent."""
-    missing: dict[str, FileEntry] = {}
-    for p in listing:
-        parts = p.split("/")[:-1]
-        for i in range(1, len(parts) + 1):
-            d = "/".join(parts[:i])
-            if d not in listing and d not in missing:
-                missing[d] = FileEntry(d, "directory", "0" * 40, 0)
-    if not missing:
-        return listing
-    merged = dict(listing)
-    merged.update(missing)
-    return dict(sorted(merged.items()))
 
 
 async def tree(request: web.Request) -> web.Response:
@@ -144,7 +127,7 @@ async def paths_info(request: web.Request) -> web.Response:
     token = parse.bearer_token(request)
     resolver = request.app[RESOLVER]
     res, _info = await resolver.metadata.resolve(key, rev, token)
-    entries = _with_directories(await resolver.metadata.listing(res, token))
+    entries = await resolver.metadata.listing(res, token)
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     for p in wanted:

@@ -57,7 +57,6 @@ class Fill:
         self.done = asyncio.Event()
         self.ingested = asyncio.Event()
         self._changed = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
         self.lock_fd: int | None = None
         # The newest written piece, kept by reference so that followers which are caught
         # up take it from memory instead of reading it back from the spool.
@@ -151,7 +150,6 @@ class Fetcher:
         self.config = config
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.upstream_gets = 0
 
     def active(self, identity: str) -> Fill | None:
         return self._fills.get(identity)
@@ -314,7 +312,6 @@ class Fetcher:
         t = fill.target
         start = fill.written
         body = await self.hub.open_file(path, token, start=start)
-        self.upstream_gets += 1
         try:
             skip = 0
             if start and body.status == 206:

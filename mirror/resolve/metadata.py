@@ -20,7 +20,7 @@ from typing import Any
 from mirror.catalog import Catalog
 from mirror.clock import Clock
 from mirror.config import CacheConfig
-from mirror.errors import RepoNotFound, RevisionNotFound, UpstreamError
+from mirror.errors import UpstreamError
 from mirror.model import FileEntry, RepoKey
 from mirror.resolve.access import Access
 from mirror.upstream import urls
@@ -149,13 +149,26 @@ class Metadata:
             if not reply.link_next or pages >= _MAX_TREE_PAGES:
                 break
             reply = await self.hub.get_json_url(reply.link_next, token)
-        return entries
+        return with_directories(entries)
 
     async def entry(self, res: Resolved, path: str, token: str | None) -> FileEntry | None:
         return (await self.listing(res, token)).get(path)
 
-    async def known_repo(self, key: RepoKey) -> bool:
-        return await self.catalog.repos.repo_id(key, create=False) is not None
+
+def with_directories(entries: list[FileEntry]) -> list[FileEntry]:
+    """The listing sorted by path, with an entry for every directory. Upstream recursive
+    listings include directories; any that are absent are synthesised once, here, so
+    every later tree or paths-info answer is a plain look-up."""
+    have = {e.path for e in entries}
+    out = list(entries)
+    for e in entries:
+        parts = e.path.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            if d not in have:
+                have.add(d)
+                out.append(FileEntry(d, "directory", "0" * 40, 0))
+    return sorted(out, key=lambda e: e.path)
 
 
 def parse_entry(raw: Any) -> FileEntry:
@@ -187,11 +200,3 @@ def strip_xet(obj: Any) -> Any:
     if isinstance(obj, list):
         return [strip_xet(v) for v in obj]
     return obj
-
-
-def known_missing(key: RepoKey) -> RepoNotFound:
-    return RepoNotFound(f"Repository {key} not found")
-
-
-def missing_revision(key: RepoKey, rev: str) -> RevisionNotFound:
-    return RevisionNotFound(f"Revision {rev} not found in {key}")

@@ -199,9 +199,6 @@ class HubClient:
             raise UpstreamError("upstream pagination link points at another host")
         return await self._json("GET", url, token)
 
-    async def post_form(self, path: str, token: str | None, form: list[tuple[str, str]]) -> JsonReply:
-        return await self._json("POST", self._url(path, None), token, data=aiohttp.FormData(form))
-
     async def _json(self, method: str, url: str, token: str | None, data: Any = None) -> JsonReply:
         try:
             resp = await asyncio.wait_for(
