@@ -19,6 +19,7 @@ transaction drops its archive location; the pack's dead bytes go at the next rep
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -166,19 +167,10 @@ async def _commit_pack(svc: "Services", writer: PackWriter) -> int:
 
 
 async def _delete_hot(svc: "Services", ids: list[str]) -> int:
-    def run() -> int:
-        n = 0
-        dirs = set()
-        for cid in ids:
-            if svc.store.delete(cid):
-                n += 1
-                dirs.add(svc.layout.chunk_dir(cid))
-                crashpoints.hit("archive.deleted")
-        for d in dirs:
-            svc.store.fs.fsync_dir(d)
-        return n
-
-    return await asyncio.get_running_loop().run_in_executor(None, run) if ids else 0
+    if not ids:
+        return 0
+    delete = functools.partial(svc.store.delete_many, ids, crashpoint="archive.deleted")
+    return await asyncio.get_running_loop().run_in_executor(None, delete)
 
 
 async def _group_widths(svc: "Services", graph: Graph, identities: set[str]) -> dict[str, int]:

@@ -18,6 +18,7 @@ it has no row yet (an ingest in flight). See lifecycle/__init__.py for the lease
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -111,7 +112,10 @@ async def _gc(svc: "Services", policy: Policy, dry_run: bool) -> GcReport:
     # 3. Hot files.
     rep.bytes_freed = sum(rows.get(c, (0, 0, 0))[1] for c in dead_files)
     if not dry_run:
-        rep.chunk_files_deleted = await loop.run_in_executor(None, _delete_files, svc, dead_files)
+        # A reader that started after the mark holds a lease: its chunks stay.
+        keep = leases.is_held if leases is not None else None
+        delete = functools.partial(svc.store.delete_many, dead_files, keep=keep, crashpoint="gc.file_deleted")
+        rep.chunk_files_deleted = await loop.run_in_executor(None, delete)
     else:
         rep.chunk_files_deleted = len(dead_files)
 
@@ -133,22 +137,6 @@ async def _gc(svc: "Services", policy: Policy, dry_run: bool) -> GcReport:
         rep.chunk_rows_deleted, rep.kept_young, rep.kept_leased, rep.packs_deleted, rep.packs_repacked,
     )
     return rep
-
-
-def _delete_files(svc: "Services", ids: list[str]) -> int:
-    leases = svc.reader.leases
-    n = 0
-    dirs = set()
-    for cid in ids:
-        if leases is not None and leases.is_held(cid):
-            continue  # a reader started after the mark
-        if svc.store.delete(cid):
-            n += 1
-            dirs.add(svc.layout.chunk_dir(cid))
-            crashpoints.hit("gc.file_deleted")
-    for d in dirs:
-        svc.store.fs.fsync_dir(d)
-    return n
 
 
 async def _drop_dangling(svc: "Services", known: set[str], deleted: set[str]) -> int:

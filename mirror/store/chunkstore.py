@@ -20,7 +20,7 @@ import threading
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 import blake3
 
@@ -250,6 +250,23 @@ class ChunkStore:
             return True
         except FileNotFoundError:
             return False
+
+    def delete_many(self, ids: Iterable[str], *, keep: Callable[[str], bool] | None = None, crashpoint: str = "") -> int:
+        """Delete the chunks (skipping those `keep` says to keep, asked just before each
+        deletion), then fsync every touched directory once; return how many went."""
+        n = 0
+        dirs: set[Path] = set()
+        for cid in ids:
+            if keep is not None and keep(cid):
+                continue
+            if self.delete(cid):
+                n += 1
+                dirs.add(self.layout.chunk_dir(cid))
+                if crashpoint:
+                    crashpoints.hit(crashpoint)
+        for d in dirs:
+            self.fs.fsync_dir(d)
+        return n
 
     def quarantine(self, cid: str) -> bool:
         try:

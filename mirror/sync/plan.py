@@ -95,12 +95,11 @@ class Planner:
                     continue
                 rp.files += 1
                 ident = entry.identity
-                if ident in self._scheduled:
+                if ident in self._scheduled or ident in reused:
                     continue
-                if ident in reused or await self.resolver.files.stored_manifest(ident) is not None:
-                    if ident not in reused:
-                        reused.add(ident)
-                        plan.reused_bytes += entry.size
+                if await self.resolver.files.stored_manifest(ident) is not None:
+                    reused.add(ident)
+                    plan.reused_bytes += entry.size
                     continue
                 self._scheduled.add(ident)
                 plan.fetch.append(FileTask(key, res.commit, entry))
