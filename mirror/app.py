@@ -1,5 +1,8 @@
-"""Wiring: builds every component of a daemon from its config. The only module that
-knows everyone; components receive collaborators as constructor arguments.
+"""The daemon's composition: a node (node.py builds every component) behind an
+aiohttp application. The only module that knows both the components and the HTTP edge:
+it hands each handler group exactly the components it calls (app keys in
+http/context.py), installs the middlewares (caller, access log, errors), and ties the
+node's lifetime to the application's.
 """
 
 from __future__ import annotations
@@ -12,60 +15,38 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from mirror.clock import Clock
-from mirror.config import Config, parse_duration
-from mirror.http.context import CONFIG, RESOLVER
+from mirror.config import Config
+from mirror.http.caller import caller_middleware
+from mirror.http.context import CONFIG, COUNTERS, FILES, METADATA, PASSTHROUGH
 from mirror.http.middleware import ACCESS_LOG_ON, access_middleware, errors_middleware
 from mirror.http.routes import setup_routes
-from mirror.lifecycle import policy as lifecycle
-from mirror.resolve.resolver import Resolver
-from mirror.services import Services, open_services
-from mirror.sync.run import sync_forever
+from mirror.node import Node, open_node
 
 log = logging.getLogger("mirror")
 
-SERVICES = web.AppKey("services", Services)
-FLUSH_INTERVAL = 2.0
+NODE = web.AppKey("node", Node)
 
 
 def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
-    app = web.Application(middlewares=[access_middleware, errors_middleware], client_max_size=1 << 20)
+    app = web.Application(middlewares=[access_middleware, errors_middleware, caller_middleware], client_max_size=1 << 20)
     app[ACCESS_LOG_ON] = config.server.access_log
     app[CONFIG] = config
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
-        svc = await open_services(config, clock=clock)
-        app[SERVICES] = svc
-        resolver = Resolver(svc, config)
-        await resolver.start()
-        app[RESOLVER] = resolver
-        tasks = [asyncio.create_task(_flush_loop(svc))]
-        if config.sync.interval > 0:
-            tasks.append(asyncio.create_task(sync_forever(resolver, config)))
-        if parse_duration(config.lifecycle.interval) > 0:
-            tasks.append(asyncio.create_task(lifecycle.periodic(svc, parse_duration(config.lifecycle.interval))))
-        yield
-        for task in tasks:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        await resolver.close()
-        await svc.close()
+        async with await open_node(config, clock=clock, online=True) as node:
+            app[NODE] = node
+            app[METADATA] = node.metadata
+            app[FILES] = node.files
+            app[PASSTHROUGH] = node.passthrough
+            app[COUNTERS] = node.catalog.meta
+            await node.fetcher.recover()
+            node.start_background()
+            yield
 
     app.cleanup_ctx.append(lifetime)
-    setup_routes(app)
+    # Empty slots: the admin, peer and metrics groups arrive with their issues.
+    setup_routes(app, admin=(), peer=(), metrics=())
     return app
-
-
-async def _flush_loop(svc: Services) -> None:
-    """Batched writes of access times and counters (never one write per request)."""
-    while True:
-        await asyncio.sleep(FLUSH_INTERVAL)
-        try:
-            await svc.catalog.meta.flush()
-        except Exception:
-            log.exception("flushing access records failed; will retry")
 
 
 def request_parser_is_native() -> bool:

@@ -2,10 +2,15 @@
 
 Order (design.md §4, threat-model I2/I3): every new chunk is encoded and written to a
 durable temp file while the file hash is computed in parallel; only when the hash equals
-the expected identity are the chunks published (renamed into place, directories fsynced),
-then their catalog rows written, then the signed manifest. A hash mismatch discards the
-temps and stores nothing. A crash at any point leaves temps (removed at start) or
-unreferenced chunks (collected by GC), never a manifest that points at a missing chunk.
+the expected identity does `Ingestor.adopt` commit: chunks published (renamed into place,
+directories fsynced), then their catalog rows written, then the signed manifest. A hash
+mismatch discards the temps and stores nothing. A crash at any point leaves temps
+(removed at start) or unreferenced chunks (collected by GC), never a manifest that
+points at a missing chunk.
+
+`adopt` is the one durable commit sequence for verified content, whoever verified it:
+this module's ingest, bundle import (admin/bundle_import.py), and next peers, `sync
+--from` and hosted uploads.
 
 The pipeline over a file mapped window by window, all of it off the event loop:
 
@@ -31,15 +36,16 @@ import threading
 from collections import deque
 from concurrent.futures import Executor, Future
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Sequence
 
 from mirror import crashpoints
-from mirror.catalog import Catalog
-from mirror.errors import HashMismatch
+from mirror.catalog.content import ContentCatalog
+from mirror.errors import ChunkMissing, HashMismatch
 from mirror.keys import NodeKey
 from mirror.manifest import ChunkRef, Manifest
 from mirror.store.chunker import cut, sniff_group_width
-from mirror.store.chunkstore import ChunkStore, Staged
+from mirror.store.chunkstore import ChunkStore, PutResult, Staged
+from mirror.store.leases import LeaseTable
 
 # Chunks between being cut and being staged: enough to keep both pools busy, few enough
 # that memory stays at a few tens of MiB whatever the file size.
@@ -64,49 +70,103 @@ def identity_hasher(identity: str, size: int) -> "hashlib._Hash":
 
 
 class Ingestor:
-    def __init__(self, store: ChunkStore, catalog: Catalog, key: NodeKey, executor: Executor,
-                 write_executor: Executor | None = None) -> None:
+    def __init__(self, store: ChunkStore, content: ContentCatalog, key: NodeKey, leases: LeaseTable, tmp_dir: Path,
+                 executor: Executor, write_executor: Executor | None = None) -> None:
         """`executor` encodes chunks (CPU); `write_executor` writes and fsyncs them (I/O),
-        and defaults to `executor`."""
+        and defaults to `executor`. `leases` keep GC in this process off the chunks of an
+        ingest until its manifest is written; `tmp_dir` holds small contents spooled by
+        `ingest_bytes`."""
         self.store = store
-        self.catalog = catalog
+        self.content = content
         self.key = key
+        self.leases = leases
+        self.tmp_dir = tmp_dir
         self.executor = executor
         self.write_executor = write_executor or executor
 
     async def ingest_path(self, path: Path, identity: str, *, verified: bool = False) -> Manifest:
         """Store the file at `path` as content `identity`. `verified=True` skips the
         hash when the caller already checked these exact bytes (a verified spool)."""
-        loop = asyncio.get_running_loop()
-        existing = await self.catalog.content.get_manifest(identity)
+        existing = await self.complete_manifest(identity)
         if existing is not None:
-            # One stat per chunk: thousands for a large file, so off the event loop.
-            chunk_ids = [c.chunk_id for c in existing.chunks]
-            if await loop.run_in_executor(None, lambda: all(self.store.has(c) for c in chunk_ids)):
-                return existing
+            return existing
+        loop = asyncio.get_running_loop()
         staged, size = await loop.run_in_executor(None, self._stage_file, path, identity, verified)
         crashpoints.hit("ingest.staged")
+        man = Manifest(identity, size, tuple(ChunkRef(s.chunk_id, s.raw_len) for s in staged))
         try:
-            results = await loop.run_in_executor(None, functools.partial(self.store.publish, staged, pool=self.write_executor))
-        except BaseException:
-            self.store.discard(staged)
-            raise
-        await self.catalog.content.add_chunks(results)
-        crashpoints.hit("db.chunk_row")
-        man = Manifest(identity, size, tuple(ChunkRef(s.chunk_id, s.raw_len) for s in staged)).signed(self.key)
-        crashpoints.hit("manifest.signed")
-        await self.catalog.content.put_manifest(man)
-        crashpoints.hit("db.manifest_row")
-        return man
+            manifests, _results = await self.adopt(staged, [man])
+        except ChunkMissing:
+            # A chunk found stored while staging was collected before the manifest was
+            # written (GC in another process): stage again, now writing it.
+            staged, size = await loop.run_in_executor(None, self._stage_file, path, identity, True)
+            manifests, _results = await self.adopt(staged, [man])
+        return manifests[0]
 
     async def ingest_bytes(self, data: bytes, identity: str) -> Manifest:
         """Convenience for small contents: spool to a temp file, then ingest."""
-        tmp = self.store.layout.tmp / f"ingest-{id(data):x}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        tmp = self.tmp_dir / f"ingest-{id(data):x}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         tmp.write_bytes(data)
         try:
             return await self.ingest_path(tmp, identity)
         finally:
             tmp.unlink(missing_ok=True)
+
+    async def complete_manifest(self, identity: str) -> Manifest | None:
+        """The stored manifest of `identity` when every chunk it names is readable."""
+        existing = await self.content.get_manifest(identity)
+        if existing is None:
+            return None
+        # One stat per chunk: thousands for a large file, so off the event loop.
+        ids = [c.chunk_id for c in existing.chunks]
+        present = await asyncio.get_running_loop().run_in_executor(None, lambda: all(self.store.has(c) for c in ids))
+        return existing if present else None
+
+    async def adopt(self, staged: list[Staged], manifests: Sequence[Manifest]) -> tuple[list[Manifest], list[PutResult]]:
+        """Commit verified content durably, in the one order that never leaves a manifest
+        naming a missing chunk: publish the staged chunks (renamed into place, their
+        directories fsynced), write their catalog rows, then each manifest, signed by
+        this node. The caller has verified the bytes (the file's hash; blake3 per chunk)
+        and every chunk a manifest names is in `staged` or stored already. A manifest
+        whose stored copy is complete is kept as it is. On any error the staged temps
+        are discarded. Raises ChunkMissing (and writes no manifest that names it) when a
+        chunk assumed stored was collected meanwhile by another process.
+        Returns the manifests now stored, and what the publish stored."""
+        loop = asyncio.get_running_loop()
+        held = self.leases.acquire([s.chunk_id for s in staged] + [c.chunk_id for m in manifests for c in m.chunks])
+        try:
+            try:
+                results = await loop.run_in_executor(None, functools.partial(self.store.publish, staged, pool=self.write_executor))
+            except BaseException:
+                self.store.discard(staged)
+                raise
+            await self.content.add_chunks(results)
+            crashpoints.hit("db.chunk_row")
+            out: list[Manifest] = []
+            for man in manifests:
+                existing = await self.complete_manifest(man.identity)
+                if existing is not None:
+                    out.append(existing)
+                    continue
+                signed = man.signed(self.key)
+                crashpoints.hit("manifest.signed")
+                await self._put_checked(signed)
+                crashpoints.hit("db.manifest_row")
+                out.append(signed)
+            return out, results
+        finally:
+            self.leases.release(held)
+
+    async def _put_checked(self, man: Manifest) -> None:
+        """Write the manifest, then check its chunks are still there: GC in another
+        process may have deleted a chunk that was found stored (its own dangling check
+        covers the other order)."""
+        await self.content.put_manifest(man)
+        ids = [c.chunk_id for c in man.chunks]
+        gone = await asyncio.get_running_loop().run_in_executor(None, lambda: [c for c in ids if not self.store.has(c)])
+        if gone:
+            await self.content.delete_manifest(man.identity)
+            raise ChunkMissing(gone[0])
 
     def _stage_file(self, path: Path, identity: str, verified: bool) -> tuple[list[Staged], int]:
         with open(path, "rb") as fh:

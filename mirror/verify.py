@@ -10,7 +10,10 @@ import asyncio
 from dataclasses import dataclass, field
 
 from mirror.errors import BadSignature, ChunkMissing, CorruptChunk
-from mirror.services import Services
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mirror.node import Node as Services
 
 
 @dataclass

@@ -31,12 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mirror import config as config_mod  # noqa: E402
 from mirror.clock import FakeClock  # noqa: E402
-from mirror.lifecycle.archive import archive  # noqa: E402
-from mirror.lifecycle.gc import gc  # noqa: E402
 from mirror.lifecycle.policy import Policy  # noqa: E402
 from mirror.manifest import ChunkRef, Manifest  # noqa: E402
 from mirror.model import FileEntry, RepoKey  # noqa: E402
-from mirror.services import Services, open_services  # noqa: E402
+from mirror.node import Node, open_node as open_mirror_node  # noqa: E402
 from mirror.store.chunkstore import PutResult  # noqa: E402
 from mirror.store.codec import HEADER, MAGIC, RAW  # noqa: E402
 from tests.conftest import safetensors_header  # noqa: E402
@@ -65,13 +63,13 @@ def make_weights(path: Path, size: int) -> str:
     return "sha256:" + h.hexdigest()
 
 
-async def open_node(root: Path, clock: FakeClock, compression: bool) -> Services:
+async def open_node(root: Path, clock: FakeClock, compression: bool) -> Node:
     cfg = config_mod.load(env={}, overrides={"store": {"data_dir": str(root), "compression": compression},
                                              "lifecycle": {"keep_revisions": 0, "gc_grace": "0s"}})
-    return await open_services(cfg, clock=clock)
+    return await open_mirror_node(cfg, clock=clock)
 
 
-async def full_read(svc: Services, identity: str) -> float:
+async def full_read(svc: Node, identity: str) -> float:
     man = await svc.catalog.content.get_manifest(identity)
     assert man is not None
     t = time.perf_counter()
@@ -99,7 +97,7 @@ async def bench_archive(work: Path, src: Path, identity: str, compression: bool)
         hot_read = await full_read(svc, identity)
         clock.advance(60 * DAY)
         t = time.perf_counter()
-        rep = await archive(svc, older_than=DAY)
+        rep = await svc.archiver.archive(older_than=DAY)
         archive_s = time.perf_counter() - t
         arch = await svc.catalog.lifecycle.stored_bytes()
         assert not list(svc.store.iter_ids()), "hot copies left after archive"
@@ -166,7 +164,7 @@ async def bench_gc(work: Path, n: int) -> None:
         await svc.catalog.repos.put_listing(repo, "3" * 40, entries)
         clock.advance(DAY)
         t = time.perf_counter()
-        rep = await gc(svc, policy=Policy(gc_grace=0))
+        rep = await svc.collector.gc(policy=Policy(gc_grace=0))
         gc_s = time.perf_counter() - t
         assert rep.chunk_files_deleted == n - len(kept), rep
         assert len(list(svc.store.iter_ids())) == len(kept)

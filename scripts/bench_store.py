@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mirror import config as config_mod  # noqa: E402
 from mirror.manifest import Manifest  # noqa: E402
-from mirror.services import Services, open_services  # noqa: E402
+from mirror.node import Node, open_node  # noqa: E402
 from mirror.store.chunker import cut  # noqa: E402
 from mirror.store.chunkstore import chunk_id_of  # noqa: E402
 
@@ -149,7 +149,7 @@ def read_plain(path: Path) -> float:
         return time.perf_counter() - t0
 
 
-async def read_store(svc: Services, man: Manifest) -> float:
+async def read_store(svc: Node, man: Manifest) -> float:
     t0 = time.perf_counter()
     n = 0
     async for piece in svc.reader.iter_range(man.chunks, 0, man.size):
@@ -159,9 +159,9 @@ async def read_store(svc: Services, man: Manifest) -> float:
     return dt
 
 
-async def open_store(root: Path, name: str, compression: bool) -> Services:
+async def open_store(root: Path, name: str, compression: bool) -> Node:
     cfg = config_mod.load(env={}, overrides={"store": {"data_dir": str(root / name), "compression": compression}})
-    return await open_services(cfg)
+    return await open_node(cfg)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Fixtures: `data_dir` (an empty data directory under pytest's tmp_path), `config` (a
 `Config` pointing at it, built without reading the environment) and `services` (the
-node core opened on it by `mirror.services.open_services`, closed after the test).
+node core opened on it by `mirror.node.open_node`, closed after the test).
 
 Data makers build content whose shape matters to the store: weights that look like
 bf16/fp16 checkpoints (normal, std 0.02, as a real init or fine-tune), incompressible
@@ -24,7 +24,7 @@ import pytest
 
 from mirror import config as config_mod
 from mirror.config import Config
-from mirror.services import Services, open_services
+from mirror.node import Node, open_node
 
 if TYPE_CHECKING:
     from tests.fakehub import FakeHub
@@ -131,8 +131,8 @@ def config(data_dir: Path) -> Config:
 
 
 @pytest.fixture
-async def services(config: Config) -> AsyncIterator[Services]:
-    svc = await open_services(config)
+async def services(config: Config) -> AsyncIterator[Node]:
+    svc = await open_node(config)
     try:
         yield svc
     finally:

@@ -17,7 +17,7 @@ import blake3
 from mirror import config as config_mod
 from mirror.clock import FakeClock
 from mirror.model import FileEntry, RepoKey
-from mirror.services import Services, open_services
+from mirror.node import Node, open_node as open_mirror_node
 from mirror.store.chunker import cut
 
 DAY = 86400.0
@@ -28,15 +28,15 @@ def lifecycle_config(data_dir: Path, **lifecycle: Any) -> config_mod.Config:
     return config_mod.load(env={}, overrides={"store": store, "lifecycle": lifecycle})
 
 
-async def open_node(data_dir: Path, clock: FakeClock, **lifecycle: Any) -> Services:
-    return await open_services(lifecycle_config(data_dir, **lifecycle), clock=clock)
+async def open_node(data_dir: Path, clock: FakeClock, **lifecycle: Any) -> Node:
+    return await open_mirror_node(lifecycle_config(data_dir, **lifecycle), clock=clock)
 
 
 def sha(n: int) -> str:
     return hashlib.sha1(str(n).encode()).hexdigest()
 
 
-async def add_revision(svc: Services, repo_name: str, commit: str, files: dict[str, bytes], ref: str | None = None) -> int:
+async def add_revision(svc: Node, repo_name: str, commit: str, files: dict[str, bytes], ref: str | None = None) -> int:
     """Ingest each content and list it as the files of `commit`."""
     repo = await svc.catalog.repos.repo_id(RepoKey("model", repo_name))
     assert repo is not None
@@ -52,7 +52,7 @@ async def add_revision(svc: Services, repo_name: str, commit: str, files: dict[s
     return repo
 
 
-async def read_file(svc: Services, data: bytes, start: int = 0, end: int | None = None) -> bytes:
+async def read_file(svc: Node, data: bytes, start: int = 0, end: int | None = None) -> bytes:
     man = await svc.catalog.content.get_manifest("sha256:" + hashlib.sha256(data).hexdigest())
     assert man is not None
     end = man.size if end is None else end
@@ -68,11 +68,11 @@ def chunk_ids(*contents: bytes) -> set[str]:
     return out
 
 
-def hot_ids(svc: Services) -> set[str]:
+def hot_ids(svc: Node) -> set[str]:
     return set(svc.store.iter_ids())
 
 
-def pack_ids(svc: Services) -> set[str]:
+def pack_ids(svc: Node) -> set[str]:
     from mirror.store.packs import read_index
 
     archive = svc.store.archive

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mirror.cli import main
-from mirror.services import open_services
+from mirror.node import open_node
 from mirror.store.codec import HEADER_SIZE
 from tests.conftest import MiB, bf16_like, fine_tune, make_config, safetensors_bytes, sha256_identity, write
 
@@ -23,7 +23,7 @@ def ingest_files(data_dir: Path, files: dict[str, bytes]) -> dict[str, list[str]
     """Ingest `files` into `data_dir` (each under its sha256); return their chunk ids."""
 
     async def run() -> dict[str, list[str]]:
-        svc = await open_services(make_config(data_dir))
+        svc = await open_node(make_config(data_dir))
         try:
             out = {}
             for name, data in files.items():
@@ -84,7 +84,7 @@ def test_stats_json_matches_the_catalog(data_dir: Path, capsys: pytest.CaptureFi
     stats = json.loads(out)
 
     async def catalog_stats():  # type: ignore[no-untyped-def]
-        svc = await open_services(make_config(data_dir))
+        svc = await open_node(make_config(data_dir))
         try:
             return await svc.catalog.content.stats(), {c: svc.store.describe(c)[2] for c in svc.store.iter_ids()}
         finally:

@@ -8,7 +8,7 @@ import pytest
 
 from mirror import config as config_mod
 from mirror.model import RepoKey
-from mirror.services import open_services
+from mirror.node import open_node
 from tests.clihelp import run_cli, run_json, write_config
 from tests.conftest import MiB, bf16_like, fine_tune
 from tests.fakehub import FakeHub
@@ -30,7 +30,7 @@ def mirror_with_two_revisions(tmp_path, capsys):
 
 def _touch(cfg, key: RepoKey, sha: str) -> None:
     async def go() -> None:
-        svc = await open_services(config_mod.load(str(cfg), env={}))
+        svc = await open_node(config_mod.load(str(cfg), env={}))
         try:
             repo = await svc.catalog.repos.repo_id(key)
             assert repo is not None

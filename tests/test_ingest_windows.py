@@ -7,10 +7,10 @@ import hashlib
 import numpy as np
 
 from mirror.store.chunker import cut
-from mirror.services import Services
+from mirror.node import Node
 
 
-async def test_windowed_ingest_cuts_like_the_whole_file(services: Services) -> None:
+async def test_windowed_ingest_cuts_like_the_whole_file(services: Node) -> None:
     data = np.random.default_rng(5).bytes(70 << 20)  # spans three 32 MiB windows
     identity = "sha256:" + hashlib.sha256(data).hexdigest()
     man = await services.ingestor.ingest_bytes(data, identity)

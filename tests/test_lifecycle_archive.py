@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from mirror.lifecycle.archive import archive, thaw, thaw_hot_again
 from mirror.verify import verify
 from tests.conftest import bf16_like, random_bytes, safetensors_bytes
 from tests.lifecycle_util import DAY, add_revision, chunk_ids, hot_ids, open_node, pack_ids, past_clock, read_file, run_cli, sha
@@ -33,9 +32,9 @@ async def test_idle_revisions_are_archived_and_stay_readable(data_dir: Path) -> 
         await add_revision(svc, "org/m", sha(4), {"model.safetensors": current}, ref="main")
         clock.advance(40 * DAY)
         svc.catalog.meta.touch(repo, sha(3))  # read recently
-        dry = await archive(svc, dry_run=True)
+        dry = await svc.archiver.archive(dry_run=True)
         assert dry.revisions == [sha(1)] and hot_ids(svc) >= chunk_ids(old)
-        rep = await archive(svc)
+        rep = await svc.archiver.archive()
         assert rep.revisions == [sha(1)]
         assert rep.chunks == len(chunk_ids(old)) and rep.packs == 1
         assert 0 < rep.archive_bytes <= 0.75 * rep.hot_bytes and rep.saved > 0
@@ -48,7 +47,7 @@ async def test_idle_revisions_are_archived_and_stay_readable(data_dir: Path) -> 
         assert all(svc.store.has(c) for c in chunk_ids(old))
         assert (await verify(svc)).ok
         # A second run has nothing to do.
-        assert (await archive(svc)).chunks == 0
+        assert (await svc.archiver.archive()).chunks == 0
         audit = await svc.catalog.lifecycle.audit_log("archive")
         assert len(audit) == 1 and "1 revisions" in audit[0][2]
     finally:
@@ -63,17 +62,17 @@ async def test_thaw_and_automatic_thaw_after_hits(data_dir: Path) -> None:
         repo = await add_revision(svc, "org/m", sha(1), {"w.safetensors": a})
         await add_revision(svc, "org/m", sha(2), {"w.safetensors": b})
         clock.advance(31 * DAY)
-        await archive(svc)
+        await svc.archiver.archive()
         assert not hot_ids(svc) & chunk_ids(a, b)
-        await thaw(svc, repo, sha(1))
+        await svc.archiver.thaw(repo, sha(1))
         assert hot_ids(svc) >= chunk_ids(a)
         assert not (set(await svc.catalog.lifecycle.archived()) & chunk_ids(a))
         assert await read_file(svc, a) == a
         # sha(2): two reads after archiving bring it back on the next round.
         svc.catalog.meta.touch(repo, sha(2))
-        assert await thaw_hot_again(svc, (await _policy(svc))) == 0
+        assert await svc.archiver.thaw_hot_again((await _policy(svc))) == 0
         svc.catalog.meta.touch(repo, sha(2))
-        assert await thaw_hot_again(svc, (await _policy(svc))) == 1
+        assert await svc.archiver.thaw_hot_again((await _policy(svc))) == 1
         assert hot_ids(svc) >= chunk_ids(b)
         assert (await verify(svc)).ok
     finally:
@@ -98,7 +97,7 @@ async def test_reader_started_before_archive_gets_correct_bytes(data_dir: Path) 
         stream = svc.reader.iter_range(man.chunks, 0, man.size)
         got = [bytes(await stream.__anext__())]
         clock.advance(60 * DAY)
-        rep = await archive(svc)
+        rep = await svc.archiver.archive()
         assert rep.chunks == len(man.chunks) and not hot_ids(svc)
         got += [bytes(p) async for p in stream]
         assert b"".join(got) == data
@@ -149,7 +148,7 @@ async def test_crash_during_thaw(tmp_path: Path) -> None:
     try:
         await add_revision(svc, "org/m", sha(1), {"w.safetensors": data})
         clock.advance(60 * DAY)
-        await archive(svc, older_than=DAY)
+        await svc.archiver.archive(older_than=DAY)
     finally:
         await svc.close()
     crashed = run_cli(data_dir, "thaw", f"org/m@{sha(1)}", crash="thaw.copied:1")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mirror.lifecycle.evict import evict
-from mirror.lifecycle.gc import gc
 from mirror.lifecycle.policy import Policy, Watermark, revision_access
 from mirror.verify import verify
 from tests.conftest import random_bytes
@@ -31,18 +29,18 @@ async def test_watermark_evicts_least_recently_used_first(data_dir: Path) -> Non
             clock.advance(3600 * 2)
         access = await revision_access(svc.catalog, repo)
         assert set(access) == {sha(1), sha(3), sha(4)} and access[sha(4)][1] == 1
-        rep = await evict(svc)
+        rep = await svc.evictor.evict()
         # 10 MiB used, 5 MiB to free: 2 (never read), 3, 1 go; pinned 0 and recent 4 stay.
         assert rep.evicted == [sha(2), sha(3), sha(1)]
         audit = await svc.catalog.lifecycle.audit_log("evict")
         assert [a[2].split()[3].rstrip(":") for a in audit] == [sha(2), sha(3), sha(1)]
         assert await svc.catalog.repos.get_listing(repo, sha(2)) is None
-        await gc(svc, policy=Policy(gc_grace=0))
+        await svc.collector.gc(policy=Policy(gc_grace=0))
         assert hot_ids(svc) == chunk_ids(files[0], files[4])
         assert await svc.catalog.lifecycle.stored_bytes() <= 5 * MiB
         assert await read_file(svc, files[4]) == files[4]
         assert (await verify(svc)).ok
-        assert (await evict(svc)).evicted == []  # under the mark now
+        assert (await svc.evictor.evict()).evicted == []  # under the mark now
     finally:
         await svc.close()
 
@@ -55,7 +53,7 @@ async def test_recently_read_revisions_are_not_evicted(data_dir: Path) -> None:
         await add_revision(svc, "org/m", sha(2), {"w.bin": random_bytes(2 * MiB, 2)})
         clock.advance(DAY)
         svc.catalog.meta.touch(repo, sha(2))  # a stream may be running in another process
-        assert (await evict(svc)).evicted == [sha(1)]
+        assert (await svc.evictor.evict()).evicted == [sha(1)]
     finally:
         await svc.close()
 
@@ -67,8 +65,8 @@ async def test_percent_watermarks_use_the_volume(data_dir: Path) -> None:
         await add_revision(svc, "org/m", sha(1), {"w.bin": random_bytes(MiB, 1)})
         clock.advance(DAY)
         assert Watermark.parse("90%") == Watermark(percent=0.9)
-        assert (await evict(svc, policy=Policy(high=Watermark(percent=1.0), low=Watermark(percent=0.99), gc_grace=0))).evicted == []
-        rep = await evict(svc, policy=Policy(high=Watermark(percent=0.0001), low=Watermark(percent=0.0001), gc_grace=0))
+        assert (await svc.evictor.evict(policy=Policy(high=Watermark(percent=1.0), low=Watermark(percent=0.99), gc_grace=0))).evicted == []
+        rep = await svc.evictor.evict(policy=Policy(high=Watermark(percent=0.0001), low=Watermark(percent=0.0001), gc_grace=0))
         assert rep.evicted == [sha(1)] and rep.used > rep.high
     finally:
         await svc.close()

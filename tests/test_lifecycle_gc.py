@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from mirror.lifecycle.archive import archive
-from mirror.lifecycle.gc import gc
 from mirror.verify import verify
 from tests.conftest import bf16_like, random_bytes, safetensors_bytes
 from tests.lifecycle_util import DAY, add_revision, chunk_ids, hot_ids, open_node, pack_ids, past_clock, read_file, run_cli, sha
@@ -31,7 +29,7 @@ async def test_gc_removes_exactly_the_unreachable_chunks(data_dir: Path) -> None
         await add_revision(svc, "org/m", sha(5), {"b.safetensors": b})
         await add_revision(svc, "org/m", sha(3), {"c.bin": c})
         clock.advance(40 * DAY)
-        await archive(svc, older_than=DAY)  # every chunk now lives in a pack
+        await svc.archiver.archive(older_than=DAY)  # every chunk now lives in a pack
         await add_revision(svc, "org/m", sha(4), {"c.bin": c, "d.bin": random_bytes(MiB, 5)})
         orphan = svc.store.put_raw(random_bytes(5000, 6))  # a crashed ingest's chunk, no row
         await svc.catalog.lifecycle.evict_revision(repo, sha(1), "test")
@@ -39,10 +37,10 @@ async def test_gc_removes_exactly_the_unreachable_chunks(data_dir: Path) -> None
         await svc.catalog.lifecycle.evict_revision(repo, sha(3), "test")
         # Nothing is old enough yet for the chunks of sha(4) and the orphan file.
         clock.advance(2 * 3600)
-        dry = await gc(svc, dry_run=True)
+        dry = await svc.collector.gc(dry_run=True)
         assert dry.manifests_deleted == 2  # a.safetensors and s.bin; b and c are still used
         expected = chunk_ids(b, c, random_bytes(MiB, 5))
-        rep = await gc(svc)
+        rep = await svc.collector.gc()
         assert rep.manifests_deleted == 2
         present = hot_ids(svc) | set(await svc.catalog.lifecycle.archived())
         assert orphan.chunk_id in hot_ids(svc)  # young by mtime: maybe an ingest in flight
@@ -54,7 +52,7 @@ async def test_gc_removes_exactly_the_unreachable_chunks(data_dir: Path) -> None
         for data in (b, c):
             assert await read_file(svc, data) == data
         assert (await verify(svc)).ok
-        second = await gc(svc)
+        second = await svc.collector.gc()
         assert second.manifests_deleted == second.chunk_rows_deleted == second.packs_repacked == 0
     finally:
         await svc.close()
@@ -67,10 +65,10 @@ async def test_young_chunks_and_manifests_survive_the_grace(data_dir: Path) -> N
         data = weights(7)
         await svc.ingestor.ingest_bytes(data, "sha256:" + __import__("hashlib").sha256(data).hexdigest())
         clock.advance(1800)  # listed by nobody yet: an ingest whose listing is being written
-        rep = await gc(svc)
+        rep = await svc.collector.gc()
         assert rep.manifests_deleted == 0 and rep.chunk_rows_deleted == 0 and hot_ids(svc) == chunk_ids(data)
         clock.advance(3600)
-        rep = await gc(svc)
+        rep = await svc.collector.gc()
         assert rep.manifests_deleted == 1 and rep.chunk_rows_deleted == len(chunk_ids(data)) and not hot_ids(svc)
     finally:
         await svc.close()
@@ -89,11 +87,11 @@ async def test_reader_started_before_gc_gets_correct_bytes(data_dir: Path) -> No
         got = [bytes(await stream.__anext__())]
         await svc.catalog.lifecycle.evict_revision(repo, sha(1), "test")
         clock.advance(DAY)
-        rep = await gc(svc)
+        rep = await svc.collector.gc()
         assert rep.manifests_deleted == 1 and rep.kept_leased == len(man.chunks)
         got += [bytes(p) async for p in stream]
         assert b"".join(got) == data
-        rep = await gc(svc)  # the lease is released: now they go
+        rep = await svc.collector.gc()  # the lease is released: now they go
         assert not hot_ids(svc) and rep.chunk_files_deleted == len(man.chunks)
     finally:
         await svc.close()
@@ -109,7 +107,7 @@ async def test_crash_at_each_gc_step_leaves_a_verified_store(tmp_path: Path, lab
         repo = await add_revision(svc, "org/m", sha(1), {"w.safetensors": gone})
         await add_revision(svc, "org/m", sha(2), {"w.safetensors": kept})
         clock.advance(30 * DAY)
-        assert (await archive(svc, older_than=DAY)).packs == 1
+        assert (await svc.archiver.archive(older_than=DAY)).packs == 1
         await add_revision(svc, "org/m", sha(3), {"x.bin": hot_gone})
         await svc.catalog.lifecycle.evict_revision(repo, sha(1), "test")
         await svc.catalog.lifecycle.evict_revision(repo, sha(3), "test")

@@ -16,7 +16,7 @@ import pytest
 
 from mirror.config import Config
 from mirror.errors import CorruptChunk, HashMismatch
-from mirror.services import open_services
+from mirror.node import open_node
 from mirror.store.codec import HEADER_SIZE
 from mirror.verify import verify
 from tests.conftest import MiB, bf16_like, random_bytes, safetensors_bytes, sha256_identity, write
@@ -34,7 +34,7 @@ def dead_pid() -> int:
 
 
 async def test_start_removes_temps_of_dead_writers_only(config: Config) -> None:
-    svc = await open_services(config)
+    svc = await open_node(config)
     tmp = svc.layout.tmp
     await svc.close()
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -46,7 +46,7 @@ async def test_start_removes_temps_of_dead_writers_only(config: Config) -> None:
         stray.write_bytes(b"x")
         live = tmp / temp_name(alive.pid)
         live.write_bytes(b"being written")
-        svc = await open_services(config)
+        svc = await open_node(config)
         try:
             assert sorted(p.name for p in tmp.iterdir()) == [live.name]
         finally:
@@ -57,7 +57,7 @@ async def test_start_removes_temps_of_dead_writers_only(config: Config) -> None:
 
 
 async def test_hash_mismatch_stores_nothing(config: Config, tmp_path: Path) -> None:
-    svc = await open_services(config)
+    svc = await open_node(config)
     try:
         data = safetensors_bytes(bf16_like(3 * MiB), "BF16")
         path = write(tmp_path / "model.safetensors", data)
@@ -82,10 +82,10 @@ _INGEST_CHILD = textwrap.dedent(
     import asyncio, sys
     from pathlib import Path
     from mirror import config
-    from mirror.services import open_services
+    from mirror.node import open_node
 
     async def main() -> None:
-        svc = await open_services(config.load(env={}, overrides={"store": {"data_dir": sys.argv[1]}}))
+        svc = await open_node(config.load(env={}, overrides={"store": {"data_dir": sys.argv[1]}}))
         try:
             await svc.ingestor.ingest_path(Path(sys.argv[2]), sys.argv[3])
         finally:
@@ -112,7 +112,7 @@ async def test_kill_during_ingest_leaves_a_consistent_store(config: Config, tmp_
     )
     assert child.returncode == -9, child.stderr  # killed at the crash point
 
-    svc = await open_services(config)
+    svc = await open_node(config)
     try:
         assert list(svc.layout.tmp.iterdir()) == [], "start did not remove the killed writer's temps"
         assert await svc.catalog.content.get_manifest(identity) is None
@@ -133,7 +133,7 @@ async def test_kill_during_ingest_leaves_a_consistent_store(config: Config, tmp_
 
 
 async def test_verify_finds_and_repairs_a_flipped_bit(config: Config, tmp_path: Path) -> None:
-    svc = await open_services(config)
+    svc = await open_node(config)
     try:
         good = safetensors_bytes(random_bytes(2 * MiB, seed=1), "U8")
         bad = safetensors_bytes(bf16_like(2 * MiB, seed=2), "BF16")
@@ -171,7 +171,7 @@ async def test_verify_finds_and_repairs_a_flipped_bit(config: Config, tmp_path: 
 
 
 async def test_verify_reports_a_missing_chunk(config: Config, tmp_path: Path) -> None:
-    svc = await open_services(config)
+    svc = await open_node(config)
     try:
         data = safetensors_bytes(bf16_like(MiB), "BF16")
         man = await svc.ingestor.ingest_path(write(tmp_path / "f", data), sha256_identity(data))

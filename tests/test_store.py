@@ -13,7 +13,7 @@ import zstandard
 from mirror.errors import ChunkMissing, CorruptChunk, HashMismatch
 from mirror.ingest import git_blob_sha1
 from mirror.manifest import Manifest
-from mirror.services import Services
+from mirror.node import Node
 from mirror.store.chunker import MAX_SIZE, MIN_SIZE
 from mirror.store.chunkstore import MAX_FRAME, chunk_id_of
 from mirror.store.codec import GROUPED, HEADER, HEADER_SIZE, MAGIC, RAW, ZSTD, Codec
@@ -30,11 +30,11 @@ from tests.conftest import (
 )
 
 
-async def read_range(svc: Services, man: Manifest, start: int, end: int) -> bytes:
+async def read_range(svc: Node, man: Manifest, start: int, end: int) -> bytes:
     return b"".join([bytes(p) async for p in svc.reader.iter_range(man.chunks, start, end)])
 
 
-async def ingest(svc: Services, tmp_path: Path, name: str, data: bytes) -> Manifest:
+async def ingest(svc: Node, tmp_path: Path, name: str, data: bytes) -> Manifest:
     return await svc.ingestor.ingest_path(write(tmp_path / name, data), sha256_identity(data))
 
 
@@ -47,7 +47,7 @@ EXPECTED_CODEC = {"bf16": GROUPED, "fp16": GROUPED, "random": RAW}
 
 
 @pytest.mark.parametrize("kind", sorted(CONTENTS))
-async def test_round_trip_and_every_range_edge(services: Services, tmp_path: Path, kind: str) -> None:
+async def test_round_trip_and_every_range_edge(services: Node, tmp_path: Path, kind: str) -> None:
     data = CONTENTS[kind]()
     man = await ingest(services, tmp_path, kind, data)
     assert man.size == len(data) and len(man.chunks) >= 3
@@ -72,7 +72,7 @@ async def test_round_trip_and_every_range_edge(services: Services, tmp_path: Pat
     assert await read_range(services, man, 9, 3) == b""
 
 
-async def test_empty_and_one_byte_files(services: Services, tmp_path: Path) -> None:
+async def test_empty_and_one_byte_files(services: Node, tmp_path: Path) -> None:
     empty = await ingest(services, tmp_path, "empty", b"")
     assert empty.size == 0 and empty.chunks == ()
     assert await read_range(services, empty, 0, 0) == b""
@@ -85,7 +85,7 @@ async def test_empty_and_one_byte_files(services: Services, tmp_path: Path) -> N
     assert await read_range(services, one, 0, 1) == b"\x7f"
 
 
-async def test_git_blob_identity(services: Services) -> None:
+async def test_git_blob_identity(services: Node) -> None:
     data = b'{"architectures": ["LlamaForCausalLM"]}\n' * 100
     identity = "sha1:" + git_blob_sha1(data)
     man = await services.ingestor.ingest_bytes(data, identity)
@@ -94,7 +94,7 @@ async def test_git_blob_identity(services: Services) -> None:
         await services.ingestor.ingest_bytes(data, "sha1:" + git_blob_sha1(data + b" "))
 
 
-async def test_reingest_is_a_no_op(services: Services, tmp_path: Path) -> None:
+async def test_reingest_is_a_no_op(services: Node, tmp_path: Path) -> None:
     data = safetensors_bytes(bf16_like(MiB), "BF16")
     first = await ingest(services, tmp_path, "a", data)
     before = (await services.catalog.content.stats(), sorted(services.store.iter_ids()))
@@ -103,7 +103,7 @@ async def test_reingest_is_a_no_op(services: Services, tmp_path: Path) -> None:
     assert (await services.catalog.content.stats(), sorted(services.store.iter_ids())) == before
 
 
-async def test_fine_tuned_variant_reuses_most_chunks(services: Services, tmp_path: Path) -> None:
+async def test_fine_tuned_variant_reuses_most_chunks(services: Node, tmp_path: Path) -> None:
     """24 MiB of bf16 and a variant with 10% of its 1 MiB blocks rewritten and a header
     56 bytes longer: content-defined chunking loses only the chunks near a change (a
     fixed-size chunker would reuse nothing after the 56-byte shift), and storing the
@@ -138,7 +138,7 @@ async def test_fine_tuned_variant_reuses_most_chunks(services: Services, tmp_pat
 # --- the store's own contract ----------------------------------------------------------------
 
 
-async def test_put_is_idempotent_and_read_verifies(services: Services) -> None:
+async def test_put_is_idempotent_and_read_verifies(services: Node) -> None:
     store = services.store
     raw = bf16_like(1 << 18)
     first = store.put_raw(raw, group_width=2)
@@ -160,7 +160,7 @@ async def test_put_is_idempotent_and_read_verifies(services: Services) -> None:
         assert fh.read(length) == plain
 
 
-async def test_put_frame_checks_the_id(services: Services) -> None:
+async def test_put_frame_checks_the_id(services: Node) -> None:
     store = services.store
     raw = fp16_like(1 << 16)
     frame = Codec().encode(raw, group_width=2)
@@ -180,7 +180,7 @@ async def test_put_frame_checks_the_id(services: Services) -> None:
     assert bytes(store.read(chunk_id_of(noise))) == noise
 
 
-async def test_flipped_bit_is_detected_on_read(services: Services, tmp_path: Path) -> None:
+async def test_flipped_bit_is_detected_on_read(services: Node, tmp_path: Path) -> None:
     for kind in ("bf16", "random"):
         data = CONTENTS[kind]()
         man = await ingest(services, tmp_path, kind, data)
@@ -197,7 +197,7 @@ async def test_flipped_bit_is_detected_on_read(services: Services, tmp_path: Pat
         assert await read_range(services, man, 0, man.chunks[0].length) == data[: man.chunks[0].length]
 
 
-async def test_oversized_chunk_file_is_refused_before_reading(services: Services) -> None:
+async def test_oversized_chunk_file_is_refused_before_reading(services: Node) -> None:
     cid = services.store.put_raw(b"small chunk" * 10).chunk_id
     with open(services.layout.chunk_path(cid), "r+b") as fh:
         fh.truncate(64 * MiB)  # sparse: a planted or damaged file far larger than any frame
@@ -205,7 +205,7 @@ async def test_oversized_chunk_file_is_refused_before_reading(services: Services
         services.store.read(cid)
 
 
-async def test_staged_chunk_is_invisible_until_published(services: Services) -> None:
+async def test_staged_chunk_is_invisible_until_published(services: Node) -> None:
     store = services.store
     raw = bf16_like(1 << 18, seed=5)
     staged = store.stage_raw(raw, group_width=2)
@@ -224,14 +224,14 @@ async def test_staged_chunk_is_invisible_until_published(services: Services) -> 
     assert not result2.new and (result2.codec, result2.stored_len) == (result.codec, result.stored_len)
 
 
-async def test_discard_removes_staged_temps(services: Services) -> None:
+async def test_discard_removes_staged_temps(services: Node) -> None:
     staged = [services.store.stage_raw(random_bytes(4096, seed=i)) for i in range(3)]
     services.store.discard(staged)
     assert list(services.layout.tmp.iterdir()) == []
     assert list(services.store.iter_ids()) == []
 
 
-async def test_quarantine_and_delete(services: Services) -> None:
+async def test_quarantine_and_delete(services: Node) -> None:
     store = services.store
     a = store.put_raw(b"a" * 1000).chunk_id
     b = store.put_raw(b"b" * 1000).chunk_id
@@ -242,7 +242,7 @@ async def test_quarantine_and_delete(services: Services) -> None:
     assert list(store.iter_ids()) == []
 
 
-async def test_reader_stops_early_without_leaking(services: Services, tmp_path: Path) -> None:
+async def test_reader_stops_early_without_leaking(services: Node, tmp_path: Path) -> None:
     data = safetensors_bytes(bf16_like(4 * MiB, seed=8), "BF16")
     man = await ingest(services, tmp_path, "w", data)
     got = hashlib.sha256()

@@ -4,9 +4,9 @@ Phase 1 reads the file once: each chunk frame is decoded strictly, checked again
 id (blake3) and staged as a durable temp file; the trailer's signature must verify over
 the hash of everything before it and come from a trusted key. Phase 2 rebuilds every
 file content from staged and already-stored chunks and checks it against its upstream
-identity (sha256 or git blob sha1). Only then are chunks published, their rows and the
-manifests (re-signed by this node, which has just verified the bytes itself) written,
-and finally repo info, listings and refs. Any refusal discards the temps: nothing from a
+identity (sha256 or git blob sha1). Only then is everything committed through
+`Ingestor.adopt` (chunks published, their rows, the manifests re-signed by this node,
+which has just verified the bytes itself), and finally repo info, listings and refs. Any refusal discards the temps: nothing from a
 refused bundle becomes visible.
 """
 
@@ -24,9 +24,11 @@ from mirror.errors import BadSignature, IntegrityError, UpstreamError
 from mirror.ingest import identity_hasher
 from mirror.manifest import IDENTITY_RE, ChunkRef, Manifest
 from mirror.model import REPO_TYPES, FileEntry, RepoKey
+from mirror.catalog.meta import MetaCatalog
+from mirror.catalog.repos import RepoCatalog
+from mirror.ingest import Ingestor
 from mirror.resolve.metadata import parse_entry
-from mirror.services import Services
-from mirror.store.chunkstore import Staged, chunk_id_of
+from mirror.store.chunkstore import ChunkStore, Staged, chunk_id_of
 from mirror.store.codec import Codec
 
 _HEX64 = re.compile(r"[0-9a-f]{64}", re.ASCII)
@@ -42,45 +44,47 @@ class ImportReport:
     chunks_carried: int
 
 
-async def import_bundle(svc: Services, path: Path) -> ImportReport:
-    loop = asyncio.get_running_loop()
-    staged: dict[str, Staged] = {}
-    try:
-        header, signer = await loop.run_in_executor(None, _read_and_stage, svc, path, staged)
-        trusted = await svc.catalog.meta.trusted()
-        if signer not in trusted:
-            raise BadSignature(f"bundle is signed by {signer[:16]}..., which is not a trusted key (mirror keys trust)")
-        manifests = _manifests(header)
-        missing = [c.chunk_id for m in manifests for c in m.chunks if c.chunk_id not in staged and not svc.store.has(c.chunk_id)]
-        if missing:
-            raise IntegrityError(f"bundle lacks {len(set(missing))} chunks this store does not have "
-                                 "(import the bundle it was made --since first)")
-        for man in manifests:
-            await loop.run_in_executor(None, _check_file, svc, man, staged)
-        repos = _repos(header, {m.identity for m in manifests})
-        results = await loop.run_in_executor(None, svc.store.publish, list(staged.values()))
-        staged.clear()
-    except BaseException:
-        svc.store.discard(list(staged.values()))
-        raise
-    await svc.catalog.content.add_chunks(results)
-    for man in manifests:
-        existing = await svc.catalog.content.get_manifest(man.identity)
-        if existing is None or not all(svc.store.has(c.chunk_id) for c in existing.chunks):
-            await svc.catalog.content.put_manifest(man.signed(svc.key))
-    n_rev = 0
-    for key, private, gated, refs, commits in repos:
-        rid = await svc.catalog.repos.set_repo_info(key, private=private, gated=gated, info=None)
-        for sha, info, entries in commits:
-            await svc.catalog.repos.set_commit_info(rid, sha, info)
-            await svc.catalog.repos.put_listing(rid, sha, entries, info)
-            n_rev += 1
-        for name, sha in refs.items():
-            await svc.catalog.repos.set_ref(rid, name, sha)
-    return ImportReport(signer, n_rev, len(manifests), sum(1 for r in results if r.new), len(results))
+class BundleImporter:
+    def __init__(self, store: ChunkStore, ingestor: Ingestor, repos: RepoCatalog, keys: MetaCatalog) -> None:
+        """`keys` answers which signers are trusted."""
+        self.store = store
+        self.ingestor = ingestor
+        self.repos = repos
+        self.keys = keys
+
+    async def run(self, path: Path) -> ImportReport:
+        loop = asyncio.get_running_loop()
+        staged: dict[str, Staged] = {}
+        try:
+            header, signer = await loop.run_in_executor(None, _read_and_stage, self.store, path, staged)
+            trusted = await self.keys.trusted()
+            if signer not in trusted:
+                raise BadSignature(f"bundle is signed by {signer[:16]}..., which is not a trusted key (mirror keys trust)")
+            manifests = _manifests(header)
+            missing = [c.chunk_id for m in manifests for c in m.chunks if c.chunk_id not in staged and not self.store.has(c.chunk_id)]
+            if missing:
+                raise IntegrityError(f"bundle lacks {len(set(missing))} chunks this store does not have "
+                                     "(import the bundle it was made --since first)")
+            for man in manifests:
+                await loop.run_in_executor(None, _check_file, self.store, man, staged)
+            repos = _repos(header, {m.identity for m in manifests})
+        except BaseException:
+            self.store.discard(list(staged.values()))
+            raise
+        _stored, results = await self.ingestor.adopt(list(staged.values()), manifests)
+        n_rev = 0
+        for key, private, gated, refs, commits in repos:
+            rid = await self.repos.set_repo_info(key, private=private, gated=gated, info=None)
+            for sha, info, entries in commits:
+                await self.repos.set_commit_info(rid, sha, info)
+                await self.repos.put_listing(rid, sha, entries, info)
+                n_rev += 1
+            for name, sha in refs.items():
+                await self.repos.set_ref(rid, name, sha)
+        return ImportReport(signer, n_rev, len(manifests), sum(1 for r in results if r.new), len(results))
 
 
-def _read_and_stage(svc: Services, path: Path, staged: dict[str, Staged]) -> tuple[dict[str, Any], str]:
+def _read_and_stage(store: ChunkStore, path: Path, staged: dict[str, Staged]) -> tuple[dict[str, Any], str]:
     codec = Codec()
     with open(path, "rb") as fh:
         reader = BundleReader(fh)
@@ -110,10 +114,10 @@ def _read_and_stage(svc: Services, path: Path, staged: dict[str, Staged]) -> tup
                 raise IntegrityError(f"bundle chunk {cid[:16]}: {exc.message}") from None
             if chunk_id_of(raw) != cid:
                 raise IntegrityError(f"bundle chunk {cid[:16]} does not match its id (blake3)")
-            if svc.store.has(cid):
+            if store.has(cid):
                 staged[cid] = Staged(cid, len(raw), 0, -1, None)
             else:
-                staged[cid] = Staged(cid, len(raw), len(frame), frame[4], svc.store.fs.stage(frame, svc.layout.tmp, cid))
+                staged[cid] = store.stage_frame(cid, len(raw), frame)
         if pos != len(expected):
             raise BadSignature("bundle is missing chunk records its header lists")
         public, signature = rec.payload[:32], rec.payload[32:]
@@ -139,7 +143,7 @@ def _manifests(header: dict[str, Any]) -> list[Manifest]:
     return out
 
 
-def _check_file(svc: Services, man: Manifest, staged: dict[str, Staged]) -> None:
+def _check_file(store: ChunkStore, man: Manifest, staged: dict[str, Staged]) -> None:
     """Rebuild the file from chunks and check its upstream hash."""
     hasher = identity_hasher(man.identity, man.size)
     codec = Codec()
@@ -148,7 +152,7 @@ def _check_file(svc: Services, man: Manifest, staged: dict[str, Staged]) -> None
         if st is not None and st.tmp is not None:
             raw = codec.decode(st.tmp.read_bytes(), c.length)
         else:
-            raw = svc.store.read(c.chunk_id, c.length)
+            raw = store.read(c.chunk_id, c.length)
         if len(raw) != c.length:
             raise IntegrityError(f"bundle: chunk {c.chunk_id[:16]} has the wrong length")
         hasher.update(raw)

@@ -31,7 +31,10 @@ from typing import Callable
 
 from mirror.errors import IntegrityError, UsageError
 from mirror.model import RepoKey
-from mirror.services import Services
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mirror.node import Node as Services
 
 log = logging.getLogger("mirror.import")
 

@@ -25,7 +25,7 @@ class Catalog:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
-        self.repos = RepoCatalog(db, clock.now)
+        self.repos = RepoCatalog(db, clock.now, clock.monotonic)
         self.content = ContentCatalog(db, clock.now)
         self.meta = MetaCatalog(db, clock.now)
         self.api = ApiCache(db, clock.now)

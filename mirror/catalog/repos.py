@@ -12,7 +12,6 @@ A commit's listing is immutable once written, so it is cached in memory without 
 from __future__ import annotations
 
 import json
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -35,9 +34,10 @@ class RepoRow:
 
 
 class RepoCatalog:
-    def __init__(self, db: Database, now: Callable[[], float]) -> None:
+    def __init__(self, db: Database, now: Callable[[], float], monotonic: Callable[[], float]) -> None:
         self.db = db
         self._now = now
+        self._monotonic = monotonic
         self._repo_ids: dict[RepoKey, int] = {}
         self._listings: OrderedDict[tuple[int, str], dict[str, FileEntry]] = OrderedDict()
         self._infos: OrderedDict[tuple[int, str], dict[str, Any]] = OrderedDict()
@@ -66,12 +66,12 @@ class RepoCatalog:
         request asks for the visibility flags), so another process's change shows up
         within that time."""
         hit = self._rows.get(key)
-        if hit is not None and time.monotonic() - hit[1] < _ROW_TTL:
+        if hit is not None and self._monotonic() - hit[1] < _ROW_TTL:
             return hit[0]
         row = await self.db.fetchone("SELECT * FROM repos WHERE repo_type = ? AND repo_id = ?", (key.repo_type, key.repo_id))
         result = _repo_row(row) if row else None
         if result is not None:
-            self._rows[key] = (result, time.monotonic())
+            self._rows[key] = (result, self._monotonic())
         return result
 
     async def set_repo_info(self, key: RepoKey, *, private: bool, gated: str, info: dict[str, Any] | None) -> int:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mirror.cli.common import add_config_args, human_bytes, load_config, print_json
-from mirror.services import open_services
+from mirror.cli.common import add_config_args, human_bytes, node_for, print_json
 
 
 def register(sub: Any) -> None:
@@ -25,11 +24,8 @@ def register(sub: Any) -> None:
 async def run_verify(args: argparse.Namespace) -> int:
     from mirror.verify import verify
 
-    svc = await open_services(load_config(args), recover_temps=False)
-    try:
-        rep = await verify(svc, repair=args.repair)
-    finally:
-        await svc.close()
+    async with node_for(args) as node:
+        rep = await verify(node, repair=args.repair)
     if args.json:
         print_json(
             {
@@ -61,12 +57,9 @@ async def run_verify(args: argparse.Namespace) -> int:
 
 
 async def run_stats(args: argparse.Namespace) -> int:
-    svc = await open_services(load_config(args), recover_temps=False)
-    try:
-        st = await svc.catalog.content.stats()
-        counters = await svc.catalog.meta.counters()
-    finally:
-        await svc.close()
+    async with node_for(args) as node:
+        st = await node.catalog.content.stats()
+        counters = await node.catalog.meta.counters()
     data = {
         "files": st.files,
         "logical_bytes": st.logical_bytes,

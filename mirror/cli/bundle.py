@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mirror.cli.common import add_config_args, human_bytes, load_config, print_json
+from mirror.cli.common import add_config_args, human_bytes, node_for, print_json
 from mirror.cli.progress import Progress
 from mirror.model import REPO_TYPES
 
@@ -31,19 +31,16 @@ def register(sub: Any) -> None:
 
 
 async def run_export(args: argparse.Namespace) -> int:
-    from mirror.admin.export import export_bundle
     from mirror.admin.revisions import parse_spec
-    from mirror.services import open_services
 
     specs = [parse_spec(s, args.repo_type) for s in args.specs]
-    svc = await open_services(load_config(args), recover_temps=False)
     progress = Progress("export", quiet=args.quiet or args.json)
-    try:
-        rep = await export_bundle(svc, specs, Path(args.output), since=Path(args.since) if args.since else None,
-                                  progress=progress)
-    finally:
-        progress.close()
-        await svc.close()
+    async with node_for(args) as node:
+        try:
+            rep = await node.exporter.run(specs, Path(args.output), since=Path(args.since) if args.since else None,
+                                          progress=progress)
+        finally:
+            progress.close()
     data = {"revisions": rep.revisions, "files": rep.files, "manifests": rep.manifests, "chunks": rep.chunks,
             "chunks_omitted": rep.chunks_omitted, "bytes": rep.bytes, "output": args.output}
     if args.json:
@@ -55,14 +52,8 @@ async def run_export(args: argparse.Namespace) -> int:
 
 
 async def run_import(args: argparse.Namespace) -> int:
-    from mirror.admin.bundle_import import import_bundle
-    from mirror.services import open_services
-
-    svc = await open_services(load_config(args))
-    try:
-        rep = await import_bundle(svc, Path(args.file))
-    finally:
-        await svc.close()
+    async with node_for(args, recover_temps=True) as node:
+        rep = await node.bundles.run(Path(args.file))
     if args.json:
         print_json({"signer": rep.signer, "revisions": rep.revisions, "manifests": rep.manifests,
                     "chunks_new": rep.chunks_new, "chunks_carried": rep.chunks_carried})

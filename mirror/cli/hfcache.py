@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mirror.cli.common import add_config_args, human_bytes, load_config, print_json
+from mirror.cli.common import add_config_args, human_bytes, node_for, print_json
 from mirror.cli.progress import Progress
 
 
@@ -22,16 +22,14 @@ def register(sub: Any) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     from mirror.admin.hfcache import default_cache_dir, import_hf_cache
-    from mirror.services import open_services
 
     root = Path(args.path).expanduser() if args.path else default_cache_dir()
-    svc = await open_services(load_config(args))
     progress = Progress("import", quiet=args.quiet or args.json)
-    try:
-        rep = await import_hf_cache(svc, root, progress)
-    finally:
-        progress.close()
-        await svc.close()
+    async with node_for(args, recover_temps=True) as node:
+        try:
+            rep = await import_hf_cache(node, root, progress)
+        finally:
+            progress.close()
     if args.json:
         print_json({
             "repos": rep.repos, "blobs_imported": rep.blobs_imported, "bytes_imported": rep.bytes_imported,

@@ -7,7 +7,7 @@ import contextlib
 import time
 from typing import Any, AsyncIterator
 
-from mirror.cli.common import add_config_args, human_bytes, load_config, print_json
+from mirror.cli.common import add_config_args, human_bytes, node_for, print_json
 from mirror.model import REPO_TYPES
 
 
@@ -27,13 +27,8 @@ def register(sub: Any) -> None:
 
 @contextlib.asynccontextmanager
 async def open_catalog(args: argparse.Namespace) -> AsyncIterator[Any]:
-    from mirror.services import open_services
-
-    svc = await open_services(load_config(args), recover_temps=False)
-    try:
-        yield svc.catalog
-    finally:
-        await svc.close()
+    async with node_for(args) as node:
+        yield node.catalog
 
 
 def _when(t: float | None) -> str:

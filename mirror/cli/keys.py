@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mirror.cli.common import add_config_args, load_config, print_json
+from mirror.cli.common import add_config_args, load_config, node_for, print_json
 
 
 def register(sub: Any) -> None:
@@ -38,26 +38,17 @@ async def run_show(args: argparse.Namespace) -> int:
 
 async def run_trust(args: argparse.Namespace) -> int:
     from mirror.keys import parse_public_key
-    from mirror.services import open_services
 
     key = parse_public_key(args.public_key)
-    svc = await open_services(load_config(args), recover_temps=False)
-    try:
-        await svc.catalog.meta.trust(key, args.label)
-    finally:
-        await svc.close()
+    async with node_for(args) as node:
+        await node.catalog.meta.trust(key, args.label)
     print(f"trusted {key}" + (f" ({args.label})" if args.label else ""))
     return 0
 
 
 async def run_list(args: argparse.Namespace) -> int:
-    from mirror.services import open_services
-
-    svc = await open_services(load_config(args), recover_temps=False)
-    try:
-        trusted = await svc.catalog.meta.trusted()
-    finally:
-        await svc.close()
+    async with node_for(args) as node:
+        trusted = await node.catalog.meta.trusted()
     if args.json:
         print_json([{"public_key": k, "label": v} for k, v in trusted.items()])
     else:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mirror.cli.common import add_config_args, human_bytes, load_config, print_json
+from mirror.cli.common import add_config_args, human_bytes, node_for, print_json
 from mirror.config import parse_duration
-from mirror.services import open_services
 
 
 def register(sub: Any) -> None:
@@ -31,14 +30,9 @@ def register(sub: Any) -> None:
 
 
 async def run_archive(args: argparse.Namespace) -> int:
-    from mirror.lifecycle.archive import archive
-
     older = parse_duration(args.older_than) if args.older_than else None
-    svc = await open_services(load_config(args), recover_temps=False)
-    try:
-        rep = await archive(svc, older_than=older, dry_run=args.dry_run)
-    finally:
-        await svc.close()
+    async with node_for(args) as node:
+        rep = await node.archiver.archive(older_than=older, dry_run=args.dry_run)
     if args.json:
         print_json({**rep.__dict__, "saved": rep.saved})
         return 0
@@ -51,26 +45,18 @@ async def run_archive(args: argparse.Namespace) -> int:
 
 
 async def run_thaw(args: argparse.Namespace) -> int:
-    from mirror.lifecycle.archive import find_revision, thaw
+    from mirror.lifecycle.archive import find_revision
 
-    svc = await open_services(load_config(args), recover_temps=False)
-    try:
-        repo, sha = await find_revision(svc, args.target)
-        rep = await thaw(svc, repo, sha)
-    finally:
-        await svc.close()
+    async with node_for(args) as node:
+        repo, sha = await find_revision(node.catalog.repos, args.target)
+        rep = await node.archiver.thaw(repo, sha)
     print(f"thawed {sha[:12]}: {rep.chunks} chunks, {human_bytes(rep.raw_bytes)} back in the hot tier")
     return 0
 
 
 async def run_gc(args: argparse.Namespace) -> int:
-    from mirror.lifecycle.gc import gc
-
-    svc = await open_services(load_config(args), recover_temps=False)
-    try:
-        rep = await gc(svc, dry_run=args.dry_run)
-    finally:
-        await svc.close()
+    async with node_for(args) as node:
+        rep = await node.collector.gc(dry_run=args.dry_run)
     if args.json:
         print_json(rep.__dict__)
         return 0

@@ -1,6 +1,7 @@
 """`mirror pull` (warm one revision) and `mirror sync` (the watch list, for cron).
 
-Both plan and fetch through the Resolver (`mirror.sync`); `sync` holds `locks/sync.lock`
+Both plan and fetch through the node's `Syncer` (`mirror.sync`), with the same fills
+client requests use; `sync` holds `locks/sync.lock`
 so overlapping cron runs are harmless. Exit status: 0 success (or "already running"),
 1 when anything failed (listed), 2 for usage or config errors.
 """
@@ -8,15 +9,15 @@ so overlapping cron runs are harmless. Exit status: 0 success (or "already runni
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
-from typing import Any, AsyncIterator
+from typing import Any
 
-from mirror.cli.common import add_config_args, human_bytes, load_config, print_json
+from mirror.caller import Caller
+from mirror.cli.common import add_config_args, human_bytes, load_config, node_for, print_json
 from mirror.cli.progress import Progress
-from mirror.config import Config, SyncRepo
+from mirror.config import SyncRepo
 from mirror.errors import UsageError
 from mirror.model import REPO_TYPES
 
@@ -47,25 +48,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="print only failures (for cron mail)")
 
 
-@contextlib.asynccontextmanager
-async def open_resolver(config: Config) -> AsyncIterator[Any]:
-    from mirror.resolve.resolver import Resolver
-    from mirror.services import open_services
-
-    svc = await open_services(config)
-    try:
-        resolver = Resolver(svc, config)
-        await resolver.start(recover=False)
-        try:
-            yield resolver
-        finally:
-            await resolver.close()
-    finally:
-        await svc.close()
-
-
-def _token(args: argparse.Namespace) -> str | None:
-    return args.token or os.environ.get("HF_TOKEN") or None
+def _caller(args: argparse.Namespace) -> Caller:
+    return Caller(hub_token=args.token or os.environ.get("HF_TOKEN") or None, address="cli")
 
 
 def _prepare(args: argparse.Namespace) -> None:
@@ -76,39 +60,27 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 async def run_pull(args: argparse.Namespace) -> int:
-    from mirror.sync.run import run_sync
-
     _prepare(args)
-    config = load_config(args)
     spec = SyncRepo(args.repo, args.repo_type, (args.revision,), tuple(args.include), tuple(args.exclude))
     progress = Progress(f"pull {args.repo}", quiet=args.quiet or args.json)
-    async with open_resolver(config) as resolver:
+    async with node_for(args, online=True, recover_temps=True) as node:
         try:
-            report = await run_sync(
-                resolver, config, repos=[spec], token=_token(args), concurrency=args.concurrency, progress=progress
-            )
+            report = await node.syncer.run(repos=[spec], caller=_caller(args), concurrency=args.concurrency, progress=progress)
         finally:
             progress.close()
     return _render(report, args)
 
 
 async def run_sync_cmd(args: argparse.Namespace) -> int:
-    from mirror.store.layout import open_layout
-    from mirror.sync.lock import exclusive
-    from mirror.sync.run import run_sync
-
     _prepare(args)
     config = load_config(args)
     if not config.sync.repos:
         raise UsageError(f"{config.source}: the watch list is empty (add [[sync.repos]] tables)")
-    layout = open_layout(config.store.data_dir)
     progress = Progress("sync", quiet=args.quiet or args.json)
-    async with exclusive(layout.lock_path("sync"), "sync", wait=args.wait):
-        async with open_resolver(config) as resolver:
+    async with node_for(args, config=config, online=True, recover_temps=True) as node:
+        async with node.syncer.lock.held_async(wait=args.wait):
             try:
-                report = await run_sync(
-                    resolver, config, token=_token(args), dry_run=args.dry_run, concurrency=args.concurrency, progress=progress
-                )
+                report = await node.syncer.run(caller=_caller(args), dry_run=args.dry_run, concurrency=args.concurrency, progress=progress)
             finally:
                 progress.close()
     return _render(report, args)

@@ -1,4 +1,5 @@
-"""What handlers share: the app keys of the components, and small response helpers."""
+"""What handlers share: the app keys of the components they call (set by app.py, the
+only module that knows where components come from), and small response helpers."""
 
 from __future__ import annotations
 
@@ -6,11 +7,17 @@ import re
 
 from aiohttp import web
 
+from mirror.catalog.meta import MetaCatalog
 from mirror.config import Config
-from mirror.resolve.resolver import Resolver
+from mirror.resolve.files import Files
+from mirror.resolve.metadata import Metadata
+from mirror.resolve.passthrough import Passthrough
 
-RESOLVER = web.AppKey("resolver", Resolver)
 CONFIG = web.AppKey("config", Config)
+METADATA = web.AppKey("metadata", Metadata)
+FILES = web.AppKey("files", Files)
+PASSTHROUGH = web.AppKey("passthrough", Passthrough)
+COUNTERS = web.AppKey("counters", MetaCatalog)
 
 _HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?", re.ASCII)
 

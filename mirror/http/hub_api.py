@@ -12,7 +12,8 @@ from aiohttp import web
 
 from mirror.errors import BadRequest, EntryNotFound, XetNotSupported
 from mirror.http import parse
-from mirror.http.context import RESOLVER, mirror_base, stale_headers
+from mirror.http.caller import caller_of
+from mirror.http.context import METADATA, PASSTHROUGH, mirror_base, stale_headers
 from mirror.model import FileEntry
 from mirror.upstream import urls
 
@@ -29,8 +30,7 @@ async def xet_read_token(request: web.Request) -> web.Response:
 
 
 async def whoami(request: web.Request) -> web.Response:
-    resolver = request.app[RESOLVER]
-    data, _link, _stale = await resolver.passthrough.get(None, "/api/whoami-v2", [], parse.bearer_token(request))
+    data, _link, _stale = await request.app[PASSTHROUGH].get(None, "/api/whoami-v2", [], caller_of(request))
     return web.json_response(data)
 
 
@@ -39,7 +39,7 @@ async def repo_info(request: web.Request) -> web.Response:
     rev = request.match_info.get("rev")
     if rev is not None:
         rev = parse.revision(rev)
-    res, info = await request.app[RESOLVER].metadata.resolve(key, rev, parse.bearer_token(request))
+    res, info = await request.app[METADATA].resolve(key, rev, caller_of(request))
     return web.json_response(info, headers=stale_headers(res.stale))
 
 
@@ -67,19 +67,19 @@ async def tree(request: web.Request) -> web.Response:
     path = parse.file_path(raw_path.strip("/")) if raw_path.strip("/") else ""
     recursive = request.query.get("recursive", "false").lower() == "true"
     expand = request.query.get("expand", "false").lower() == "true"
-    token = parse.bearer_token(request)
-    resolver = request.app[RESOLVER]
-    res, _info = await resolver.metadata.resolve(key, rev, token)
+    caller = caller_of(request)
+    metadata = request.app[METADATA]
+    res, _info = await metadata.resolve(key, rev, caller)
     if expand and not res.stale:
         # lastCommit/securityFileStatus exist only upstream: pass the page through.
         query = [(k, v) for k, v in request.query.items() if k in ("recursive", "expand", "cursor", "limit")]
-        data, link, stale = await resolver.passthrough.get(key, urls.tree(key, res.commit, path), query, token)
+        data, link, stale = await request.app[PASSTHROUGH].get(key, urls.tree(key, res.commit, path), query, caller)
         headers = stale_headers(stale)
         if link:
             # Upstream paths and the mirror's share one shape: only the origin changes.
             headers["Link"] = f'<{mirror_base(request)}{link}>; rel="next"'
         return web.json_response(data, headers=headers)
-    listing = await resolver.metadata.listing(res, token)
+    listing = await metadata.listing(res, caller)
     try:
         entries = _select(listing, path, recursive)
     except EntryNotFound as exc:
@@ -124,10 +124,10 @@ async def paths_info(request: web.Request) -> web.Response:
     wanted = [parse.file_path(str(p).strip("/")) for p in form.getall("paths", []) if str(p).strip("/")]
     if len(wanted) > 10_000:
         raise BadRequest("too many paths")
-    token = parse.bearer_token(request)
-    resolver = request.app[RESOLVER]
-    res, _info = await resolver.metadata.resolve(key, rev, token)
-    entries = await resolver.metadata.listing(res, token)
+    caller = caller_of(request)
+    metadata = request.app[METADATA]
+    res, _info = await metadata.resolve(key, rev, caller)
+    entries = await metadata.listing(res, caller)
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     for p in wanted:
@@ -141,7 +141,7 @@ async def paths_info(request: web.Request) -> web.Response:
 async def refs(request: web.Request) -> web.Response:
     key = parse.repo_key(request)
     query = [(k, v) for k, v in request.query.items() if k == "include_prs"]
-    data, _link, stale = await request.app[RESOLVER].passthrough.get(key, urls.api(key, "refs"), query, parse.bearer_token(request))
+    data, _link, stale = await request.app[PASSTHROUGH].get(key, urls.api(key, "refs"), query, caller_of(request))
     return web.json_response(data, headers=stale_headers(stale))
 
 
@@ -150,7 +150,7 @@ async def commits(request: web.Request) -> web.Response:
     rev = parse.revision(request.match_info["rev"])
     query = [(k, v) for k, v in request.query.items() if k in ("p", "limit", "expand", "cursor")]
     path = urls.api(key, "commits", urls.quote_rev(rev))
-    data, link, stale = await request.app[RESOLVER].passthrough.get(key, path, query, parse.bearer_token(request))
+    data, link, stale = await request.app[PASSTHROUGH].get(key, path, query, caller_of(request))
     headers = stale_headers(stale)
     if link:
         headers["Link"] = f'<{mirror_base(request)}{link}>; rel="next"'

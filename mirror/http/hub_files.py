@@ -14,7 +14,8 @@ from aiohttp import web
 
 from mirror.errors import MirrorError
 from mirror.http import parse
-from mirror.http.context import RESOLVER, stale_headers
+from mirror.http.caller import caller_of
+from mirror.http.context import COUNTERS, FILES, stale_headers
 from mirror.model import FileEntry
 from mirror.resolve.metadata import Resolved
 
@@ -46,9 +47,9 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
     rev, path = parse.split_special_revision(request.match_info["rev"], request.match_info["path"])
     rev = parse.revision(rev)
     path = parse.file_path(path)
-    token = parse.bearer_token(request)
-    files = request.app[RESOLVER].files
-    res, entry = await files.locate(key, rev, path, token)
+    caller = caller_of(request)
+    files = request.app[FILES]
+    res, entry = await files.locate(key, rev, path, caller)
     headers = _file_headers(res, entry)
     if request.method == "HEAD":
         if entry.size <= _HF_SIZE_GUARD:
@@ -58,7 +59,7 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
     if rng is not None and request.headers.get("If-Range") and request.headers["If-Range"].strip() != headers["ETag"]:
         rng = None  # a stale validator: RFC 9110 says send the whole file
     start, end = rng if rng is not None else (0, entry.size)
-    source = await files.open(res, entry, token, rng)
+    source = await files.open(res, entry, caller)
     resp = web.StreamResponse(status=206 if rng is not None else 200, headers=headers)
     resp.content_length = end - start
     if rng is not None:
@@ -77,7 +78,7 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
         _abort(request)
         return resp
     finally:
-        request.app[RESOLVER].svc.catalog.meta.bump("served_bytes", sent)
+        request.app[COUNTERS].bump("served_bytes", sent)
     if sent != end - start:
         _abort(request)
         return resp

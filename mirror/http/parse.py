@@ -96,12 +96,3 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     if start >= size:
         raise RangeNotSatisfiable(size)
     return start, end
-
-
-def bearer_token(request: web.Request) -> str | None:
-    auth = request.headers.get("Authorization", "")
-    if auth[:7].lower() == "bearer ":
-        token = auth[7:].strip()
-        if token and token.isascii() and token.isprintable() and len(token) < 1024:
-            return token
-    return None

@@ -1,11 +1,17 @@
-"""The route table: every URL the daemon answers, on one screen.
+"""The route table: every URL the daemon answers, on one screen, in groups.
+
+Groups: Hub API (metadata), files (`resolve`), health; and the slots later issues fill
+from the composition root (app.py): admin (`/_admin/*`), peer (`/_peer/*`, a route group
+of its own so peer authentication wraps exactly it) and metrics (`/metrics`).
 
 Each Hub operation has one handler; the repo-id shapes (`ns/name` and `name`) and repo
 types are expanded into route lines here. Type prefixes and literal suffixes come first,
-because aiohttp takes the first route that matches. `add_get` also answers HEAD.
+because aiohttp takes the first route that matches. `web.get` also answers HEAD.
 """
 
 from __future__ import annotations
+
+from typing import Iterable
 
 from aiohttp import web
 
@@ -15,24 +21,47 @@ _TYPE = "{type:models|datasets|spaces}"
 _PREFIX = "{prefix:datasets|spaces}"
 _IDS = ("{ns}/{name}", "{name}")
 
+Routes = list[web.RouteDef]
 
-def setup_routes(app: web.Application) -> None:
-    r = app.router
-    r.add_get("/healthz", health.healthz)
-    r.add_get("/api/agent-harnesses", hub_api.agent_harnesses)
-    r.add_get("/api/whoami-v2", hub_api.whoami)
+
+def health_routes() -> Routes:
+    return [web.get("/healthz", health.healthz)]
+
+
+def hub_api_routes() -> Routes:
+    out = [
+        web.get("/api/agent-harnesses", hub_api.agent_harnesses),
+        web.get("/api/whoami-v2", hub_api.whoami),
+    ]
     for rid in _IDS:
         api = f"/api/{_TYPE}/{rid}"
-        r.add_get(f"{api}/revision/{{rev:.+}}", hub_api.repo_info)
-        r.add_get(f"{api}/tree/{{rev}}", hub_api.tree)
-        r.add_get(f"{api}/tree/{{rev}}/{{path:.+}}", hub_api.tree)
-        r.add_post(f"{api}/paths-info/{{rev}}", hub_api.paths_info)
-        r.add_get(f"{api}/refs", hub_api.refs)
-        r.add_get(f"{api}/commits/{{rev}}", hub_api.commits)
-        r.add_get(f"{api}/xet-read-token/{{rev}}", hub_api.xet_read_token)
-    for rid in _IDS:
-        r.add_get(f"/api/{_TYPE}/{rid}", hub_api.repo_info)
-    for rid in _IDS:
-        r.add_get(f"/{_PREFIX}/{rid}/resolve/{{rev}}/{{path:.+}}", hub_files.resolve_file)
-    for rid in _IDS:
-        r.add_get(f"/{rid}/resolve/{{rev}}/{{path:.+}}", hub_files.resolve_file)
+        out += [
+            web.get(f"{api}/revision/{{rev:.+}}", hub_api.repo_info),
+            web.get(f"{api}/tree/{{rev}}", hub_api.tree),
+            web.get(f"{api}/tree/{{rev}}/{{path:.+}}", hub_api.tree),
+            web.post(f"{api}/paths-info/{{rev}}", hub_api.paths_info),
+            web.get(f"{api}/refs", hub_api.refs),
+            web.get(f"{api}/commits/{{rev}}", hub_api.commits),
+            web.get(f"{api}/xet-read-token/{{rev}}", hub_api.xet_read_token),
+        ]
+    out += [web.get(f"/api/{_TYPE}/{rid}", hub_api.repo_info) for rid in _IDS]
+    return out
+
+
+def file_routes() -> Routes:
+    out = [web.get(f"/{_PREFIX}/{rid}/resolve/{{rev}}/{{path:.+}}", hub_files.resolve_file) for rid in _IDS]
+    out += [web.get(f"/{rid}/resolve/{{rev}}/{{path:.+}}", hub_files.resolve_file) for rid in _IDS]
+    return out
+
+
+def setup_routes(
+    app: web.Application,
+    *,
+    admin: Iterable[web.RouteDef] = (),
+    peer: Iterable[web.RouteDef] = (),
+    metrics: Iterable[web.RouteDef] = (),
+) -> None:
+    """Install the groups. Fixed prefixes (health, metrics, peer, admin) go before the
+    Hub's patterns, whose `{name}` would otherwise match them."""
+    for group in (health_routes(), list(metrics), list(peer), list(admin), hub_api_routes(), file_routes()):
+        app.router.add_routes(group)

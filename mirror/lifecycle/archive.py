@@ -21,19 +21,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from mirror import crashpoints
+from mirror.catalog import Catalog
+from mirror.catalog.repos import RepoCatalog
+from mirror.clock import Clock
 from mirror.errors import ChunkMissing, RevisionNotFound, UsageError
-from mirror.lifecycle.lock import lifecycle_lock
-from mirror.lifecycle.policy import Graph, Policy, cold_revisions, load_graph, pack_store
+from mirror.flock import FileLock
+from mirror.lifecycle.policy import Graph, Policy, cold_revisions, load_graph
 from mirror.model import RepoKey
 from mirror.store.chunker import sniff_group_width
-from mirror.store.packs import PACK_TARGET, ArchiveEncoder, PackWriter
-
-if TYPE_CHECKING:
-    from mirror.services import Services
+from mirror.store.chunkstore import ChunkStore
+from mirror.store.packs import PACK_TARGET, ArchiveEncoder, PackStore, PackWriter
 
 log = logging.getLogger("mirror.lifecycle")
 _BATCH = 8
@@ -62,137 +63,10 @@ class ThawReport:
     raw_bytes: int = 0
 
 
-async def archive(svc: "Services", *, policy: Policy | None = None, older_than: float | None = None, dry_run: bool = False) -> ArchiveReport:
-    policy = policy or Policy.from_config(svc.config.lifecycle)
-    with lifecycle_lock(svc.layout):
-        return await _archive(svc, policy, older_than, dry_run)
-
-
-async def _archive(svc: "Services", policy: Policy, older_than: float | None, dry_run: bool) -> ArchiveReport:
-    await svc.catalog.meta.flush()
-    if not dry_run:
-        pack_store(svc).remove_stale_temps()  # of a run killed at step 1
-    lc = svc.catalog.lifecycle
-    graph = await load_graph(svc.catalog)
-    cold = cold_revisions(graph, policy, svc.clock.now(), older_than)
-    fresh = [r for r in cold if not r.archived]
-    rep = ArchiveReport(dry_run=dry_run, revisions=[r.sha for r in fresh])
-    if not cold:
-        return rep
-    cold_keys = {(r.repo, r.sha) for r in cold}
-    # Chunks of every other manifest (hot revisions, or no revision at all) stay hot.
-    hot_manifests = {i for k, ids in graph.rev_manifests.items() if k not in cold_keys for i in ids}
-    hot_manifests |= set(graph.manifest_chunks) - graph.referenced_manifests()
-    keep_hot = graph.chunks_of(hot_manifests)
-    archived = await lc.archived()
-    rows = await lc.chunk_rows()
-    to_copy: list[tuple[str, str]] = []  # (chunk id, identity of the manifest it came from)
-    to_drop: list[str] = []
-    seen: set[str] = set()
-    for r in cold:
-        for ident in sorted(graph.rev_manifests.get((r.repo, r.sha), ())):
-            for cid in graph.manifest_chunks.get(ident, ()):
-                if cid in seen or cid in keep_hot:
-                    continue
-                seen.add(cid)
-                if not svc.layout.chunk_path(cid).exists():
-                    continue
-                (to_drop if cid in archived else to_copy).append((cid, ident))
-    rep.chunks = len(to_copy)
-    rep.raw_bytes = sum(rows.get(c, (0, 0, 0))[0] for c, _ in to_copy)
-    rep.hot_bytes = sum(rows.get(c, (0, 0, 0))[1] for c, _ in to_copy)
-    if dry_run:
-        rep.hot_deleted = len(to_drop)
-        return rep
-    # Finish an earlier run's step 4 first.
-    rep.hot_deleted += await _delete_hot(svc, [c for c, _ in to_drop])
-    widths = await _group_widths(svc, graph, {i for _, i in to_copy})
-    encoder = ArchiveEncoder()
-    loop = asyncio.get_running_loop()
-    root = pack_store(svc).directory
-    writer: PackWriter | None = None
-    pending: list[str] = []
-
-    def encode(cid: str, width: int) -> bytes:
-        return encoder.encode(cid, svc.store.read_frame(cid), width)
-
-    for i in range(0, len(to_copy), _BATCH):
-        batch = to_copy[i:i + _BATCH]
-        results = await asyncio.gather(
-            *(loop.run_in_executor(svc.executor, encode, cid, widths.get(ident, 0)) for cid, ident in batch), return_exceptions=True
-        )
-        if writer is None:
-            writer = await loop.run_in_executor(None, PackWriter, root, svc.store.fs)
-        for (cid, _), frame in zip(batch, results):
-            if isinstance(frame, ChunkMissing):
-                continue
-            if isinstance(frame, BaseException):
-                writer.abort()
-                raise frame
-            await loop.run_in_executor(None, writer.add, cid, frame)
-            pending.append(cid)
-        if writer.size >= PACK_TARGET:
-            rep.archive_bytes += await _commit_pack(svc, writer)
-            rep.packs += 1
-            rep.hot_deleted += await _delete_hot(svc, pending)
-            writer, pending = None, []
-    if writer is not None and writer.entries:
-        rep.archive_bytes += await _commit_pack(svc, writer)
-        rep.packs += 1
-        rep.hot_deleted += await _delete_hot(svc, pending)
-    elif writer is not None:
-        writer.abort()
-    if fresh or rep.chunks or rep.hot_deleted:
-        await lc.mark_archived([(r.repo, r.sha, r.hits) for r in fresh])
-        await lc.audit("archive", f"{len(fresh)} revisions, {rep.chunks} chunks, {rep.hot_bytes} hot bytes -> {rep.archive_bytes} archived")
-        log.info("archive: %d revisions, %d chunks, %d -> %d bytes (saved %d)", len(fresh), rep.chunks, rep.hot_bytes, rep.archive_bytes, rep.saved)
-    return rep
-
-
-async def _commit_pack(svc: "Services", writer: PackWriter) -> int:
-    """Steps 1-3 for one pack; returns its size."""
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, writer.finish)
-    crashpoints.hit("archive.copied")
-    await loop.run_in_executor(None, writer.check)
-    await loop.run_in_executor(None, writer.publish)
-    crashpoints.hit("archive.verified")
-    await svc.catalog.lifecycle.record_pack(
-        writer.name, writer.size, [(e.chunk_id, e.offset, e.length) for e in writer.entries],
-        action="pack", detail=f"{writer.name}: {len(writer.entries)} chunks, {writer.size} bytes",
-    )
-    crashpoints.hit("archive.flipped")
-    pack_store(svc).refresh()
-    return writer.size
-
-
-async def _delete_hot(svc: "Services", ids: list[str]) -> int:
-    if not ids:
-        return 0
-    delete = functools.partial(svc.store.delete_many, ids, crashpoint="archive.deleted")
-    return await asyncio.get_running_loop().run_in_executor(None, delete)
-
-
-async def _group_widths(svc: "Services", graph: Graph, identities: set[str]) -> dict[str, int]:
-    """Byte-group width per file, sniffed from its first chunk (a safetensors header)."""
-    loop = asyncio.get_running_loop()
-    out: dict[str, int] = {}
-    for ident in identities:
-        chunks = graph.manifest_chunks.get(ident)
-        if not chunks:
-            continue
-        try:
-            head = await loop.run_in_executor(svc.executor, svc.store.read, chunks[0])
-        except ChunkMissing:
-            continue
-        out[ident] = sniff_group_width(memoryview(head)[: 1 << 20])
-    return out
-
-
 # --- thaw -----------------------------------------------------------------------------------
 
 
-async def find_revision(svc: "Services", spec: str) -> tuple[int, str]:
+async def find_revision(repos: RepoCatalog, spec: str) -> tuple[int, str]:
     """'org/name@rev' (or 'datasets/org/name@rev') -> (repo id, commit sha)."""
     repo_s, sep, rev = spec.rpartition("@")
     if not sep or not repo_s or not rev:
@@ -201,62 +75,193 @@ async def find_revision(svc: "Services", spec: str) -> tuple[int, str]:
     for prefix, kind in (("datasets/", "dataset"), ("spaces/", "space")):
         if repo_s.startswith(prefix):
             repo_type, repo_s = kind, repo_s[len(prefix):]
-    repo = await svc.catalog.repos.repo_id(RepoKey(repo_type, repo_s), create=False)
+    repo = await repos.repo_id(RepoKey(repo_type, repo_s), create=False)
     if repo is None:
         raise RevisionNotFound(f"repository {repo_s} is not in the catalog")
-    refs = await svc.catalog.repos.refs_of(repo)
+    refs = await repos.refs_of(repo)
     if rev in refs:
         return repo, refs[rev]
-    found = await svc.catalog.repos.find_commit(repo, rev.lower())
+    found = await repos.find_commit(repo, rev.lower())
     if len(found) != 1:
         raise RevisionNotFound(f"revision {rev} of {repo_s} is {'ambiguous' if found else 'not in the catalog'}")
     return repo, found[0]
 
 
-async def thaw(svc: "Services", repo: int, sha: str) -> ThawReport:
-    with lifecycle_lock(svc.layout):
-        return await _thaw(svc, repo, sha)
+class Archiver:
+    """Archive and thaw (module docstring: the steps and their crash points)."""
 
+    def __init__(self, catalog: Catalog, store: ChunkStore, packs: PackStore, executor: Executor, clock: Clock,
+                 policy: Policy, lock: FileLock) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.packs = packs
+        self.executor = executor
+        self.clock = clock
+        self.policy = policy
+        self.lock = lock
 
-async def _thaw(svc: "Services", repo: int, sha: str) -> ThawReport:
-    lc = svc.catalog.lifecycle
-    graph = await load_graph(svc.catalog)
-    archived = await lc.archived()
-    idents = graph.rev_manifests.get((repo, sha), set())
-    widths = await _group_widths(svc, graph, idents)
-    loop = asyncio.get_running_loop()
-    rep = ThawReport(revision=sha)
+    async def archive(self, *, policy: Policy | None = None, older_than: float | None = None, dry_run: bool = False) -> ArchiveReport:
+        policy = policy or self.policy
+        with self.lock.held():
+            return await self._archive(policy, older_than, dry_run)
 
-    def restore(cid: str, width: int) -> tuple[str, int, int, int]:
-        raw = svc.store.read(cid)  # from the pack, verified
-        svc.store.put_raw(raw, group_width=width, chunk_id=cid)
-        codec, _n, stored = svc.store.describe(cid)
-        return cid, stored, codec, len(raw)
+    async def _archive(self, policy: Policy, older_than: float | None, dry_run: bool) -> ArchiveReport:
+        await self.catalog.meta.flush()
+        if not dry_run:
+            self.packs.remove_stale_temps()  # of a run killed at step 1
+        lc = self.catalog.lifecycle
+        graph = await load_graph(self.catalog)
+        cold = cold_revisions(graph, policy, self.clock.now(), older_than)
+        fresh = [r for r in cold if not r.archived]
+        rep = ArchiveReport(dry_run=dry_run, revisions=[r.sha for r in fresh])
+        if not cold:
+            return rep
+        cold_keys = {(r.repo, r.sha) for r in cold}
+        # Chunks of every other manifest (hot revisions, or no revision at all) stay hot.
+        hot_manifests = {i for k, ids in graph.rev_manifests.items() if k not in cold_keys for i in ids}
+        hot_manifests |= set(graph.manifest_chunks) - graph.referenced_manifests()
+        keep_hot = graph.chunks_of(hot_manifests)
+        archived = await lc.archived()
+        rows = await lc.chunk_rows()
+        to_copy: list[tuple[str, str]] = []  # (chunk id, identity of the manifest it came from)
+        to_drop: list[str] = []
+        seen: set[str] = set()
+        for r in cold:
+            for ident in sorted(graph.rev_manifests.get((r.repo, r.sha), ())):
+                for cid in graph.manifest_chunks.get(ident, ()):
+                    if cid in seen or cid in keep_hot:
+                        continue
+                    seen.add(cid)
+                    if not self.store.has_hot(cid):
+                        continue
+                    (to_drop if cid in archived else to_copy).append((cid, ident))
+        rep.chunks = len(to_copy)
+        rep.raw_bytes = sum(rows.get(c, (0, 0, 0))[0] for c, _ in to_copy)
+        rep.hot_bytes = sum(rows.get(c, (0, 0, 0))[1] for c, _ in to_copy)
+        if dry_run:
+            rep.hot_deleted = len(to_drop)
+            return rep
+        # Finish an earlier run's step 4 first.
+        rep.hot_deleted += await self._delete_hot([c for c, _ in to_drop])
+        widths = await self._group_widths(graph, {i for _, i in to_copy})
+        encoder = ArchiveEncoder()
+        loop = asyncio.get_running_loop()
+        writer: PackWriter | None = None
+        pending: list[str] = []
 
-    todo = [(cid, widths.get(i, 0)) for i in sorted(idents) for cid in graph.manifest_chunks.get(i, ()) if cid in archived]
-    todo = list(dict(todo).items())
-    restored: list[tuple[str, int, int]] = []
-    for i in range(0, len(todo), _BATCH):
-        for cid, stored, codec, n in await asyncio.gather(*(loop.run_in_executor(svc.executor, restore, c, w) for c, w in todo[i:i + _BATCH])):
-            restored.append((cid, stored, codec))
-            rep.raw_bytes += n
-    crashpoints.hit("thaw.copied")
-    await lc.unarchive(restored, repo, sha, f"{repo}@{sha}: {len(restored)} chunks")
-    rep.chunks = len(restored)
-    log.info("thaw: %s, %d chunks, %d bytes back in the hot tier", sha[:12], rep.chunks, rep.raw_bytes)
-    return rep
+        def encode(cid: str, width: int) -> bytes:
+            return encoder.encode(cid, self.store.read_frame(cid), width)
 
+        for i in range(0, len(to_copy), _BATCH):
+            batch = to_copy[i:i + _BATCH]
+            results = await asyncio.gather(
+                *(loop.run_in_executor(self.executor, encode, cid, widths.get(ident, 0)) for cid, ident in batch), return_exceptions=True
+            )
+            if writer is None:
+                writer = await loop.run_in_executor(None, self.packs.new_writer)
+            for (cid, _), frame in zip(batch, results):
+                if isinstance(frame, ChunkMissing):
+                    continue
+                if isinstance(frame, BaseException):
+                    writer.abort()
+                    raise frame
+                await loop.run_in_executor(None, writer.add, cid, frame)
+                pending.append(cid)
+            if writer.size >= PACK_TARGET:
+                rep.archive_bytes += await self._commit_pack(writer)
+                rep.packs += 1
+                rep.hot_deleted += await self._delete_hot(pending)
+                writer, pending = None, []
+        if writer is not None and writer.entries:
+            rep.archive_bytes += await self._commit_pack(writer)
+            rep.packs += 1
+            rep.hot_deleted += await self._delete_hot(pending)
+        elif writer is not None:
+            writer.abort()
+        if fresh or rep.chunks or rep.hot_deleted:
+            await lc.mark_archived([(r.repo, r.sha, r.hits) for r in fresh])
+            await lc.audit("archive", f"{len(fresh)} revisions, {rep.chunks} chunks, {rep.hot_bytes} hot bytes -> {rep.archive_bytes} archived")
+            log.info("archive: %d revisions, %d chunks, %d -> %d bytes (saved %d)", len(fresh), rep.chunks, rep.hot_bytes, rep.archive_bytes, rep.saved)
+        return rep
 
-async def thaw_hot_again(svc: "Services", policy: Policy) -> int:
-    """Thaw archived revisions read `thaw_after_hits` times since they were archived."""
-    if policy.thaw_after_hits <= 0:
-        return 0
-    await svc.catalog.meta.flush()
-    n = 0
-    for r in await svc.catalog.lifecycle.revisions():
-        if r.archived and r.hits - r.hits_at_archive >= policy.thaw_after_hits:
-            await thaw(svc, r.repo, r.sha)
-            n += 1
-    return n
+    async def _commit_pack(self, writer: PackWriter) -> int:
+        """Steps 1-3 for one pack; returns its size."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, writer.finish)
+        crashpoints.hit("archive.copied")
+        await loop.run_in_executor(None, writer.check)
+        await loop.run_in_executor(None, writer.publish)
+        crashpoints.hit("archive.verified")
+        await self.catalog.lifecycle.record_pack(
+            writer.name, writer.size, [(e.chunk_id, e.offset, e.length) for e in writer.entries],
+            action="pack", detail=f"{writer.name}: {len(writer.entries)} chunks, {writer.size} bytes",
+        )
+        crashpoints.hit("archive.flipped")
+        self.packs.refresh()
+        return writer.size
 
+    async def _delete_hot(self, ids: list[str]) -> int:
+        if not ids:
+            return 0
+        delete = functools.partial(self.store.delete_many, ids, crashpoint="archive.deleted")
+        return await asyncio.get_running_loop().run_in_executor(None, delete)
 
+    async def _group_widths(self, graph: Graph, identities: set[str]) -> dict[str, int]:
+        """Byte-group width per file, sniffed from its first chunk (a safetensors header)."""
+        loop = asyncio.get_running_loop()
+        out: dict[str, int] = {}
+        for ident in identities:
+            chunks = graph.manifest_chunks.get(ident)
+            if not chunks:
+                continue
+            try:
+                head = await loop.run_in_executor(self.executor, self.store.read, chunks[0])
+            except ChunkMissing:
+                continue
+            out[ident] = sniff_group_width(memoryview(head)[: 1 << 20])
+        return out
+
+    async def thaw(self, repo: int, sha: str) -> ThawReport:
+        with self.lock.held():
+            return await self._thaw(repo, sha)
+
+    async def _thaw(self, repo: int, sha: str) -> ThawReport:
+        lc = self.catalog.lifecycle
+        graph = await load_graph(self.catalog)
+        archived = await lc.archived()
+        idents = graph.rev_manifests.get((repo, sha), set())
+        widths = await self._group_widths(graph, idents)
+        loop = asyncio.get_running_loop()
+        rep = ThawReport(revision=sha)
+
+        def restore(cid: str, width: int) -> tuple[str, int, int, int]:
+            raw = self.store.read(cid)  # from the pack, verified
+            self.store.put_raw(raw, group_width=width, chunk_id=cid)
+            codec, _n, stored = self.store.describe(cid)
+            return cid, stored, codec, len(raw)
+
+        todo = [(cid, widths.get(i, 0)) for i in sorted(idents) for cid in graph.manifest_chunks.get(i, ()) if cid in archived]
+        todo = list(dict(todo).items())
+        restored: list[tuple[str, int, int]] = []
+        for i in range(0, len(todo), _BATCH):
+            for cid, stored, codec, n in await asyncio.gather(*(loop.run_in_executor(self.executor, restore, c, w) for c, w in todo[i:i + _BATCH])):
+                restored.append((cid, stored, codec))
+                rep.raw_bytes += n
+        crashpoints.hit("thaw.copied")
+        await lc.unarchive(restored, repo, sha, f"{repo}@{sha}: {len(restored)} chunks")
+        rep.chunks = len(restored)
+        log.info("thaw: %s, %d chunks, %d bytes back in the hot tier", sha[:12], rep.chunks, rep.raw_bytes)
+        return rep
+
+    async def thaw_hot_again(self, policy: Policy | None = None) -> int:
+        """Thaw archived revisions read `thaw_after_hits` times since they were archived."""
+        policy = policy or self.policy
+        if policy.thaw_after_hits <= 0:
+            return 0
+        await self.catalog.meta.flush()
+        n = 0
+        for r in await self.catalog.lifecycle.revisions():
+            if r.archived and r.hits - r.hits_at_archive >= policy.thaw_after_hits:
+                await self.thaw(r.repo, r.sha)
+                n += 1
+        return n

@@ -12,16 +12,15 @@ go at the next GC. A later request simply fetches the file again.
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from mirror.lifecycle.lock import lifecycle_lock
+from mirror.catalog import Catalog
+from mirror.clock import Clock
+from mirror.errors import StorageError
+from mirror.flock import FileLock
 from mirror.lifecycle.policy import Policy, Watermark, load_graph
-
-if TYPE_CHECKING:
-    from mirror.services import Services
+from mirror.store.chunkstore import ChunkStore
 
 log = logging.getLogger("mirror.lifecycle")
 
@@ -35,67 +34,77 @@ class EvictReport:
     freed_estimate: int = 0
 
 
-async def usage(svc: "Services", policy: Policy) -> tuple[int, int, int]:
-    """(used, high, low) bytes, both marks in the same measure."""
-    if policy.high.percent is not None or policy.low.percent is not None:
-        st = os.statvfs(svc.layout.root)
-        total = st.f_blocks * st.f_frsize
-        used = total - st.f_bavail * st.f_frsize
+class Evictor:
+    """Eviction under the watermarks (module docstring: the rules)."""
 
-        def mark(w: Watermark) -> int:
-            return int(w.percent * total) if w.percent is not None else (w.size or 0)
+    def __init__(self, catalog: Catalog, store: ChunkStore, clock: Clock, policy: Policy, lock: FileLock) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.clock = clock
+        self.policy = policy
+        self.lock = lock
 
-        return used, mark(policy.high), mark(policy.low)
-    return await svc.catalog.lifecycle.stored_bytes(), policy.high.size or 0, policy.low.size or 0
+    async def usage(self, policy: Policy) -> tuple[int, int, int]:
+        """(used, high, low) bytes, both marks in the same measure."""
+        if policy.high.percent is not None or policy.low.percent is not None:
+            cap = self.store.capacity()
+            if cap is None:
+                raise StorageError("a percentage watermark needs a chunk store on a local volume; give a size")
+            total, free = cap
+            used = total - free
 
+            def mark(w: Watermark) -> int:
+                return int(w.percent * total) if w.percent is not None else (w.size or 0)
 
-async def evict(svc: "Services", *, policy: Policy | None = None, dry_run: bool = False) -> EvictReport:
-    policy = policy or Policy.from_config(svc.config.lifecycle)
-    with lifecycle_lock(svc.layout):
-        return await _evict(svc, policy, dry_run)
+            return used, mark(policy.high), mark(policy.low)
+        return await self.catalog.lifecycle.stored_bytes(), policy.high.size or 0, policy.low.size or 0
 
+    async def evict(self, *, policy: Policy | None = None, dry_run: bool = False) -> EvictReport:
+        policy = policy or self.policy
+        with self.lock.held():
+            return await self._evict(policy, dry_run)
 
-async def _evict(svc: "Services", policy: Policy, dry_run: bool) -> EvictReport:
-    await svc.catalog.meta.flush()
-    used, high, low = await usage(svc, policy)
-    rep = EvictReport(used, high, low)
-    if used <= high:
+    async def _evict(self, policy: Policy, dry_run: bool) -> EvictReport:
+        await self.catalog.meta.flush()
+        used, high, low = await self.usage(policy)
+        rep = EvictReport(used, high, low)
+        if used <= high:
+            return rep
+        lc = self.catalog.lifecycle
+        graph = await load_graph(self.catalog)
+        rows = await lc.chunk_rows()
+        archived = await lc.archived()
+
+        def size(cid: str) -> int:
+            loc = archived.get(cid)
+            return loc.stored_len if loc is not None else rows.get(cid, (0, 0, 0))[1]
+
+        # Reference counts: manifests by revision, chunks by live manifest.
+        man_refs: Counter[str] = Counter(i for ids in graph.rev_manifests.values() for i in ids)
+        chunk_refs: Counter[str] = Counter(c for i in man_refs for c in set(graph.manifest_chunks.get(i, ())))
+        now = self.clock.now()
+        candidates = sorted(
+            (r for r in graph.revisions.values() if not r.pinned and now - r.last_used >= policy.gc_grace),
+            key=lambda r: (r.last_used, r.repo, r.sha),
+        )
+        need = used - low
+        for r in candidates:
+            if rep.freed_estimate >= need:
+                break
+            freed = 0
+            for ident in graph.rev_manifests.get((r.repo, r.sha), ()):
+                man_refs[ident] -= 1
+                if man_refs[ident] == 0:
+                    for cid in set(graph.manifest_chunks.get(ident, ())):
+                        chunk_refs[cid] -= 1
+                        if chunk_refs[cid] == 0:
+                            freed += size(cid)
+            rep.freed_estimate += freed
+            rep.evicted.append(r.sha)
+            idle_days = (now - r.last_used) / 86400
+            detail = f"repo {r.repo} commit {r.sha}: idle {idle_days:.1f} d, frees ~{freed} bytes (usage {used} > {high})"
+            log.info("evict %s", detail)
+            if not dry_run:
+                await lc.evict_revision(r.repo, r.sha, detail)
+                self.catalog.repos.forget_listing(r.repo, r.sha)
         return rep
-    lc = svc.catalog.lifecycle
-    graph = await load_graph(svc.catalog)
-    rows = await lc.chunk_rows()
-    archived = await lc.archived()
-
-    def size(cid: str) -> int:
-        loc = archived.get(cid)
-        return loc.stored_len if loc is not None else rows.get(cid, (0, 0, 0))[1]
-
-    # Reference counts: manifests by revision, chunks by live manifest.
-    man_refs: Counter[str] = Counter(i for ids in graph.rev_manifests.values() for i in ids)
-    chunk_refs: Counter[str] = Counter(c for i in man_refs for c in set(graph.manifest_chunks.get(i, ())))
-    now = svc.clock.now()
-    candidates = sorted(
-        (r for r in graph.revisions.values() if not r.pinned and now - r.last_used >= policy.gc_grace),
-        key=lambda r: (r.last_used, r.repo, r.sha),
-    )
-    need = used - low
-    for r in candidates:
-        if rep.freed_estimate >= need:
-            break
-        freed = 0
-        for ident in graph.rev_manifests.get((r.repo, r.sha), ()):
-            man_refs[ident] -= 1
-            if man_refs[ident] == 0:
-                for cid in set(graph.manifest_chunks.get(ident, ())):
-                    chunk_refs[cid] -= 1
-                    if chunk_refs[cid] == 0:
-                        freed += size(cid)
-        rep.freed_estimate += freed
-        rep.evicted.append(r.sha)
-        idle_days = (now - r.last_used) / 86400
-        detail = f"repo {r.repo} commit {r.sha}: idle {idle_days:.1f} d, frees ~{freed} bytes (usage {used} > {high})"
-        log.info("evict %s", detail)
-        if not dry_run:
-            await lc.evict_revision(r.repo, r.sha, detail)
-            svc.catalog.repos.forget_listing(r.repo, r.sha)
-    return rep

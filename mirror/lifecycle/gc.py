@@ -23,15 +23,15 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from mirror import crashpoints
-from mirror.lifecycle.lock import lifecycle_lock
-from mirror.lifecycle.policy import Policy, pack_store
-from mirror.store.packs import PackWriter
-
-if TYPE_CHECKING:
-    from mirror.services import Services
+from mirror.catalog import Catalog
+from mirror.clock import Clock
+from mirror.flock import FileLock
+from mirror.lifecycle.policy import Policy
+from mirror.store.chunkstore import ChunkStore
+from mirror.store.leases import LeaseTable
+from mirror.store.packs import PackStore, PackWriter
 
 log = logging.getLogger("mirror.lifecycle")
 
@@ -53,153 +53,162 @@ class GcReport:
     dangling_manifests: int = 0
 
 
-async def gc(svc: "Services", *, policy: Policy | None = None, dry_run: bool = False) -> GcReport:
-    policy = policy or Policy.from_config(svc.config.lifecycle)
-    with lifecycle_lock(svc.layout):
-        return await _gc(svc, policy, dry_run)
+class Collector:
+    """Mark-and-sweep collection (module docstring: the steps and their crash points)."""
 
+    def __init__(self, catalog: Catalog, store: ChunkStore, packs: PackStore, leases: LeaseTable, clock: Clock,
+                 policy: Policy, lock: FileLock) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.packs = packs
+        self.leases = leases
+        self.clock = clock
+        self.policy = policy
+        self.lock = lock
 
-async def _gc(svc: "Services", policy: Policy, dry_run: bool) -> GcReport:
-    await svc.catalog.meta.flush()
-    lc = svc.catalog.lifecycle
-    loop = asyncio.get_running_loop()
-    rep = GcReport(dry_run=dry_run)
-    now, grace = svc.clock.now(), policy.gc_grace
-    leases = svc.reader.leases
+    async def gc(self, *, policy: Policy | None = None, dry_run: bool = False) -> GcReport:
+        policy = policy or self.policy
+        with self.lock.held():
+            return await self._gc(policy, dry_run)
 
-    # 1. Unreachable manifests.
-    referenced = {i for ids in (await lc.revision_manifests()).values() for i in ids}
-    created = await lc.manifest_created()
-    dead_manifests = sorted(i for i, t in created.items() if i not in referenced and now - t >= grace)
-    rep.manifests_deleted = len(dead_manifests)
-    if not dry_run:
-        await lc.delete_manifests(dead_manifests)
-        for i in dead_manifests:
-            svc.catalog.content.forget(i)
-        crashpoints.hit("gc.manifests_deleted")
+    async def _gc(self, policy: Policy, dry_run: bool) -> GcReport:
+        await self.catalog.meta.flush()
+        lc = self.catalog.lifecycle
+        loop = asyncio.get_running_loop()
+        rep = GcReport(dry_run=dry_run)
+        now, grace = self.clock.now(), policy.gc_grace
+        leases = self.leases
 
-    # 2. Mark.
-    mchunks = await lc.manifest_chunks()
-    dead_set = set(dead_manifests)
-    live = {c for i, cids in mchunks.items() if i not in dead_set for c in cids}
-    held = leases.held() if leases is not None else frozenset()
-    rows = await lc.chunk_rows()
-    archived = await lc.archived()
-    hot_ids = await loop.run_in_executor(None, lambda: list(svc.store.iter_ids()))
-    wall = time.time()
+        # 1. Unreachable manifests.
+        referenced = {i for ids in (await lc.revision_manifests()).values() for i in ids}
+        created = await lc.manifest_created()
+        dead_manifests = sorted(i for i, t in created.items() if i not in referenced and now - t >= grace)
+        rep.manifests_deleted = len(dead_manifests)
+        if not dry_run:
+            await lc.delete_manifests(dead_manifests)
+            for i in dead_manifests:
+                self.catalog.content.forget(i)
+            crashpoints.hit("gc.manifests_deleted")
 
-    def young(cid: str) -> bool:
-        row = rows.get(cid)
-        if row is not None:
-            return now - row[2] < grace
-        mtime = svc.store.mtime(cid)
-        return mtime is not None and wall - mtime < grace
+        # 2. Mark.
+        mchunks = await lc.manifest_chunks()
+        dead_set = set(dead_manifests)
+        live = {c for i, cids in mchunks.items() if i not in dead_set for c in cids}
+        held = leases.held() if leases is not None else frozenset()
+        rows = await lc.chunk_rows()
+        archived = await lc.archived()
+        hot_ids = await loop.run_in_executor(None, lambda: list(self.store.iter_ids()))
+        wall = time.time()
 
-    def unmarked(cid: str) -> bool:
-        if cid in live:
-            return False
-        if cid in held:
-            rep.kept_leased += 1
-            return False
-        if young(cid):
-            rep.kept_young += 1
-            return False
-        return True
+        def young(cid: str) -> bool:
+            row = rows.get(cid)
+            if row is not None:
+                return now - row[2] < grace
+            mtime = self.store.mtime(cid)
+            return mtime is not None and wall - mtime < grace
 
-    dead_files = [c for c in hot_ids if unmarked(c)]
-    dead_rows = sorted({c for c in rows if c not in live and c not in held and not young(c)} | {c for c in archived if c not in live and c not in held})
+        def unmarked(cid: str) -> bool:
+            if cid in live:
+                return False
+            if cid in held:
+                rep.kept_leased += 1
+                return False
+            if young(cid):
+                rep.kept_young += 1
+                return False
+            return True
 
-    # 3. Hot files.
-    rep.bytes_freed = sum(rows.get(c, (0, 0, 0))[1] for c in dead_files)
-    if not dry_run:
-        # A reader that started after the mark holds a lease: its chunks stay.
-        keep = leases.is_held if leases is not None else None
-        delete = functools.partial(svc.store.delete_many, dead_files, keep=keep, crashpoint="gc.file_deleted")
-        rep.chunk_files_deleted = await loop.run_in_executor(None, delete)
-    else:
-        rep.chunk_files_deleted = len(dead_files)
+        dead_files = [c for c in hot_ids if unmarked(c)]
+        dead_rows = sorted({c for c in rows if c not in live and c not in held and not young(c)} | {c for c in archived if c not in live and c not in held})
 
-    # 4. Rows.
-    rep.chunk_rows_deleted = len(dead_rows)
-    if not dry_run:
-        await lc.delete_chunks(dead_rows)
-        crashpoints.hit("gc.rows_deleted")
-        # An ingest in another process may have referenced a chunk we just deleted
-        # (it found the file present before the sweep). Drop such manifests so the file
-        # is fetched again rather than served incomplete.
-        rep.dangling_manifests = await _drop_dangling(svc, set(mchunks), set(dead_files))
+        # 3. Hot files.
+        rep.bytes_freed = sum(rows.get(c, (0, 0, 0))[1] for c in dead_files)
+        if not dry_run:
+            # A reader that started after the mark holds a lease: its chunks stay.
+            keep = leases.is_held if leases is not None else None
+            delete = functools.partial(self.store.delete_many, dead_files, keep=keep, crashpoint="gc.file_deleted")
+            rep.chunk_files_deleted = await loop.run_in_executor(None, delete)
+        else:
+            rep.chunk_files_deleted = len(dead_files)
 
-    # 5. Packs.
-    await _packs(svc, rep, dry_run)
-    log.info(
-        "gc%s: %d manifests, %d chunk files (%d bytes), %d rows; kept %d young, %d leased; packs %d deleted, %d repacked",
-        " (dry run)" if dry_run else "", rep.manifests_deleted, rep.chunk_files_deleted, rep.bytes_freed,
-        rep.chunk_rows_deleted, rep.kept_young, rep.kept_leased, rep.packs_deleted, rep.packs_repacked,
-    )
-    return rep
+        # 4. Rows.
+        rep.chunk_rows_deleted = len(dead_rows)
+        if not dry_run:
+            await lc.delete_chunks(dead_rows)
+            crashpoints.hit("gc.rows_deleted")
+            # An ingest in another process may have referenced a chunk we just deleted
+            # (it found the file present before the sweep). Drop such manifests so the file
+            # is fetched again rather than served incomplete.
+            rep.dangling_manifests = await self._drop_dangling(set(mchunks), set(dead_files))
 
+        # 5. Packs.
+        await self._packs(rep, dry_run)
+        log.info(
+            "gc%s: %d manifests, %d chunk files (%d bytes), %d rows; kept %d young, %d leased; packs %d deleted, %d repacked",
+            " (dry run)" if dry_run else "", rep.manifests_deleted, rep.chunk_files_deleted, rep.bytes_freed,
+            rep.chunk_rows_deleted, rep.kept_young, rep.kept_leased, rep.packs_deleted, rep.packs_repacked,
+        )
+        return rep
 
-async def _drop_dangling(svc: "Services", known: set[str], deleted: set[str]) -> int:
-    if not deleted:
-        return 0
-    now_chunks = await svc.catalog.lifecycle.manifest_chunks()
-    dangling = [i for i, cids in now_chunks.items() if i not in known and any(c in deleted and not svc.store.has(c) for c in cids)]
-    await svc.catalog.lifecycle.delete_manifests(dangling)
-    for i in dangling:
-        svc.catalog.content.forget(i)
-    return len(dangling)
+    async def _drop_dangling(self, known: set[str], deleted: set[str]) -> int:
+        if not deleted:
+            return 0
+        now_chunks = await self.catalog.lifecycle.manifest_chunks()
+        dangling = [i for i, cids in now_chunks.items() if i not in known and any(c in deleted and not self.store.has(c) for c in cids)]
+        await self.catalog.lifecycle.delete_manifests(dangling)
+        for i in dangling:
+            self.catalog.content.forget(i)
+        return len(dangling)
 
-
-async def _packs(svc: "Services", rep: GcReport, dry_run: bool) -> None:
-    archive = pack_store(svc)
-    lc = svc.catalog.lifecycle
-    loop = asyncio.get_running_loop()
-    packs = await lc.packs()
-    archived = await lc.archived()
-    live: dict[int, list[tuple[str, int, int]]] = {p: [] for p in packs}
-    for cid, loc in archived.items():
-        live.setdefault(loc.pack, []).append((cid, loc.offset, loc.stored_len))
-    recorded = {name for name, _ in packs.values()}
-    orphans = [n for n in archive.names() if n not in recorded]
-    if dry_run:
-        rep.packs_deleted = len(orphans) + sum(1 for p in packs if not live[p])
-        return
-    for name in orphans:
-        await loop.run_in_executor(None, archive.delete, name)
-        rep.packs_deleted += 1
-    archive.remove_stale_temps()
-    for pack_id, (name, size) in sorted(packs.items()):
-        entries = live.get(pack_id, [])
-        if not entries:
-            await lc.drop_pack(pack_id)
+    async def _packs(self, rep: GcReport, dry_run: bool) -> None:
+        archive = self.packs
+        lc = self.catalog.lifecycle
+        loop = asyncio.get_running_loop()
+        packs = await lc.packs()
+        archived = await lc.archived()
+        live: dict[int, list[tuple[str, int, int]]] = {p: [] for p in packs}
+        for cid, loc in archived.items():
+            live.setdefault(loc.pack, []).append((cid, loc.offset, loc.stored_len))
+        recorded = {name for name, _ in packs.values()}
+        orphans = [n for n in archive.names() if n not in recorded]
+        if dry_run:
+            rep.packs_deleted = len(orphans) + sum(1 for p in packs if not live[p])
+            return
+        for name in orphans:
             await loop.run_in_executor(None, archive.delete, name)
             rep.packs_deleted += 1
-            continue
-        if sum(e[2] for e in entries) >= REPACK_BELOW * size:
-            continue
-        writer = await loop.run_in_executor(None, _copy_live, svc, name, sorted(entries, key=lambda e: e[1]))
-        await loop.run_in_executor(None, writer.finish)
-        await loop.run_in_executor(None, writer.check)
-        await loop.run_in_executor(None, writer.publish)
-        await lc.record_pack(
-            writer.name, writer.size, [(e.chunk_id, e.offset, e.length) for e in writer.entries], replaces=[pack_id],
-            action="repack", detail=f"{name} ({size} bytes) -> {writer.name} ({writer.size} bytes)",
-        )
-        crashpoints.hit("gc.repacked")
-        await loop.run_in_executor(None, archive.delete, name)
-        rep.packs_repacked += 1
+        archive.remove_stale_temps()
+        for pack_id, (name, size) in sorted(packs.items()):
+            entries = live.get(pack_id, [])
+            if not entries:
+                await lc.drop_pack(pack_id)
+                await loop.run_in_executor(None, archive.delete, name)
+                rep.packs_deleted += 1
+                continue
+            if sum(e[2] for e in entries) >= REPACK_BELOW * size:
+                continue
+            writer = await loop.run_in_executor(None, self._copy_live, name, sorted(entries, key=lambda e: e[1]))
+            await loop.run_in_executor(None, writer.finish)
+            await loop.run_in_executor(None, writer.check)
+            await loop.run_in_executor(None, writer.publish)
+            await lc.record_pack(
+                writer.name, writer.size, [(e.chunk_id, e.offset, e.length) for e in writer.entries], replaces=[pack_id],
+                action="repack", detail=f"{name} ({size} bytes) -> {writer.name} ({writer.size} bytes)",
+            )
+            crashpoints.hit("gc.repacked")
+            await loop.run_in_executor(None, archive.delete, name)
+            rep.packs_repacked += 1
 
-
-def _copy_live(svc: "Services", name: str, entries: list[tuple[str, int, int]]) -> PackWriter:
-    archive = pack_store(svc)
-    writer = PackWriter(archive.directory, svc.store.fs)
-    fd = os.open(archive.path(name), os.O_RDONLY)
-    try:
-        for cid, off, length in entries:
-            writer.add(cid, os.pread(fd, length, off))
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        os.close(fd)
-    return writer
+    def _copy_live(self, name: str, entries: list[tuple[str, int, int]]) -> PackWriter:
+        archive = self.packs
+        writer = PackWriter(archive.directory, self.store.fs)
+        fd = os.open(archive.path(name), os.O_RDONLY)
+        try:
+            for cid, off, length in entries:
+                writer.add(cid, os.pread(fd, length, off))
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            os.close(fd)
+        return writer

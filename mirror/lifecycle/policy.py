@@ -1,4 +1,4 @@
-"""The lifecycle policy: which revisions stay hot, which are cold, and the periodic job.
+"""The lifecycle policy: which revisions stay hot, which are cold.
 
 A revision (a listed commit) is kept hot when it is pinned, or among the `keep_revisions`
 most recent commits any ref (branch or tag) pointed at, or was used within
@@ -8,19 +8,12 @@ is cold. Every age is measured on the injected `Clock`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from mirror.catalog import Catalog
 from mirror.catalog.lifecycle import Revision
 from mirror.config import ConfigError, LifecycleConfig, parse_duration, parse_size
-from mirror.errors import LockBusy, MirrorError, StorageError
-from mirror.store.packs import PackStore
-
-if TYPE_CHECKING:
-    from mirror.services import Services
 
 log = logging.getLogger("mirror.lifecycle")
 
@@ -119,42 +112,3 @@ async def revision_access(catalog: Catalog, repo: int) -> dict[str, tuple[float,
     `mirror ls` / `mirror show`."""
     await catalog.meta.flush()
     return await catalog.meta.access_of(repo)
-
-
-def pack_store(svc: "Services") -> PackStore:
-    """The archive tier services.py gave the chunk store."""
-    archive = svc.store.archive
-    if not isinstance(archive, PackStore):
-        raise StorageError("the chunk store has no archive tier")
-    return archive
-
-
-async def run_once(svc: "Services") -> dict[str, object]:
-    """One round of the periodic job: thaw revisions read again, archive cold ones,
-    evict above the high watermark, then collect garbage."""
-    from mirror.lifecycle.archive import archive, thaw_hot_again
-    from mirror.lifecycle.evict import evict
-    from mirror.lifecycle.gc import gc
-
-    policy = Policy.from_config(svc.config.lifecycle)
-    out: dict[str, object] = {}
-    out["thawed"] = await thaw_hot_again(svc, policy)
-    out["archive"] = await archive(svc, policy=policy)
-    out["evict"] = await evict(svc, policy=policy)
-    out["gc"] = await gc(svc, policy=policy)
-    return out
-
-
-async def periodic(svc: "Services", interval: float) -> None:
-    """The daemon's lifecycle task: `run_once` every `interval` seconds."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await run_once(svc)
-        except LockBusy:
-            log.info("lifecycle: another operation holds the lock; skipping this round")
-        except MirrorError as exc:
-            log.warning("lifecycle round failed: %s", exc.message)
-        except Exception:
-            log.exception("lifecycle round failed; will retry")
-

@@ -1,22 +1,26 @@
 """Files: locate a file of a revision, and open its bytes from the best source.
 
-Sources, best first: the chunk store (a manifest whose chunks are all present), a fill
-in progress or verified (read from its spool), a new fill. A Range on a file that is not
-cached is answered by upstream for that range, while a whole-file fill proceeds in the
-background when `cache.fill_on_range` is on.
+Sources, best first: the chunk store (a manifest whose chunks are all present), then a
+fill (resolve/fill.py), running or started now, which streams from its spool behind the
+hold-back. A Range on a file that is not stored is served from that fill too: every byte
+a client gets is either verified content or fill bytes behind the hold-back, never a
+byte from upstream that a later check could reject (threat-model U1; a client that
+resumes with Range cannot stitch a wrong file), and a resume during a running fill
+costs upstream nothing more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Protocol
 
-from mirror.catalog import Catalog
-from mirror.config import Config
-from mirror.errors import ChunkMissing, CorruptChunk, EntryNotFound, MirrorError, UpstreamError
+from mirror.caller import Caller
+from mirror.catalog.content import ContentCatalog
+from mirror.catalog.meta import MetaCatalog
+from mirror.clock import Clock
+from mirror.errors import ChunkMissing, CorruptChunk, EntryNotFound, MirrorError
 from mirror.manifest import Manifest
 from mirror.model import FileEntry, RepoKey
 from mirror.resolve.access import Access
@@ -24,8 +28,6 @@ from mirror.resolve.fill import Fetcher, Fill, FillTarget
 from mirror.resolve.metadata import Metadata, Resolved
 from mirror.store.chunkstore import ChunkStore
 from mirror.store.reader import ChunkReader
-from mirror.upstream import urls
-from mirror.upstream.client import HubClient
 
 log = logging.getLogger("mirror.files")
 
@@ -76,87 +78,45 @@ class FillSource:
         return self.fill.stream(start, end)
 
 
-@dataclass
-class UpstreamRangeSource:
-    hub: HubClient
-    path: str
-    token: str | None
-    size: int
-    kind: str = "upstream-range"
-
-    async def iter(self, start: int, end: int) -> AsyncIterator[bytes | memoryview]:
-        body = await self.hub.open_file(self.path, self.token, start, end)
-        try:
-            if body.status == 206:
-                skip = 0
-            elif body.status == 200:
-                skip = start  # upstream ignored the Range: slice it ourselves
-            else:
-                raise UpstreamError(f"upstream answered {body.status} to a range request")
-            want = end - start
-            async for piece in body.iter_chunks():
-                if skip:
-                    if len(piece) <= skip:
-                        skip -= len(piece)
-                        continue
-                    piece, skip = piece[skip:], 0
-                piece = piece[:want]
-                want -= len(piece)
-                yield piece
-                if want <= 0:
-                    return
-            if want > 0:
-                raise UpstreamError("upstream range body ended early")
-        finally:
-            body.close()
-
-
 class Files:
     def __init__(
         self,
         metadata: Metadata,
         access: Access,
         fetcher: Fetcher,
-        catalog: Catalog,
+        content: ContentCatalog,
+        usage: MetaCatalog,
         store: ChunkStore,
         reader: ChunkReader,
-        hub: HubClient,
-        config: Config,
+        clock: Clock,
     ) -> None:
         self.metadata = metadata
         self.access = access
         self.fetcher = fetcher
-        self.catalog = catalog
+        self.content = content
+        self.usage = usage
         self.store = store
         self.reader = reader
-        self.hub = hub
-        self.config = config
+        self.clock = clock
         self._present: dict[str, float] = {}
 
-    async def locate(self, key: RepoKey, revision: str, path: str, token: str | None) -> tuple[Resolved, FileEntry]:
-        res, _info = await self.metadata.resolve(key, revision, token)
-        entry = await self.metadata.entry(res, path, token)
+    async def locate(self, key: RepoKey, revision: str, path: str, caller: Caller) -> tuple[Resolved, FileEntry]:
+        res, _info = await self.metadata.resolve(key, revision, caller)
+        entry = await self.metadata.entry(res, path, caller)
         if entry is None or entry.kind != "file":
             raise EntryNotFound(f"{path} does not exist in {key} at {res.commit[:12]}", **{"X-Repo-Commit": res.commit})
-        await self.access.check(key, res.repo, res.commit, token, probe_path=path)
+        await self.access.check(key, res.repo, res.commit, caller, probe_path=path)
         return res, entry
 
-    async def open(self, res: Resolved, entry: FileEntry, token: str | None, byte_range: tuple[int, int] | None) -> Source:
-        self.catalog.meta.touch(res.repo, res.commit)
+    async def open(self, res: Resolved, entry: FileEntry, caller: Caller) -> Source:
+        """The best source of the file's bytes (any range of them)."""
+        self.usage.touch(res.repo, res.commit)
         man = await self.stored_manifest(entry.identity)
         if man is not None:
             return StoreSource(man, self.reader, self.forget)
         fill = self.fetcher.active(entry.identity)
-        target = FillTarget(res.key, res.commit, entry)
-        if byte_range is not None and (fill is None or fill.readable() < byte_range[1]):
-            if self.config.cache.fill_on_range and fill is None:
-                try:
-                    self.fetcher.start(target, token)
-                except MirrorError as exc:
-                    log.info("background fill not started: %s", exc.message)
-            return UpstreamRangeSource(self.hub, urls.resolve(res.key, res.commit, entry.path), token, entry.size)
-        if fill is None:
-            fill = self.fetcher.start(target, token)
+        if fill is None or (fill.done.is_set() and not fill.verified):
+            fill = self.fetcher.start(FillTarget(res.key, res.commit, entry), caller)
         if not fill.written and not fill.verified:
             await fill.wait_started(_FIRST_BYTE_WAIT)
             if fill.error is not None and not fill.written:
@@ -167,18 +127,18 @@ class Files:
         """Stop trusting the stored copy of a content; a rotten chunk is quarantined
         (threat-model C6), so the next request fetches the file again."""
         self._present.pop(identity, None)
-        self.catalog.content.forget(identity)
+        self.content.forget(identity)
         if isinstance(cause, CorruptChunk):
             log.error("integrity: %s; quarantined, %s will be fetched again", cause.message, identity)
             self.store.quarantine(cause.chunk_id)
 
     async def stored_manifest(self, identity: str) -> Manifest | None:
-        man = await self.catalog.content.get_manifest(identity)
+        man = await self.content.get_manifest(identity)
         if man is None:
             return None
         # One stat per chunk is thousands for a big file: remember a good answer briefly.
         seen = self._present.get(identity)
-        if seen is not None and time.monotonic() - seen < _PRESENT_TTL:
+        if seen is not None and self.clock.monotonic() - seen < _PRESENT_TTL:
             return man
         chunk_ids = [c.chunk_id for c in man.chunks]
         loop = asyncio.get_running_loop()
@@ -186,10 +146,10 @@ class Files:
         if present:
             if len(self._present) > 10_000:
                 self._present.clear()
-            self._present[identity] = time.monotonic()
+            self._present[identity] = self.clock.monotonic()
         if not present:
             # Evicted or lost chunks: forget the manifest so the file is fetched again.
             log.warning("manifest %s has missing chunks; refetching", identity)
-            self.catalog.content.forget(identity)
+            self.content.forget(identity)
             return None
         return man

@@ -1,17 +1,18 @@
-"""Cache fills: one upstream fetch per file identity, however many clients ask.
+"""Cache fills: one fetch per file identity, however many clients ask.
 
-A `Fill` downloads one file content into a spool file while any number of clients
-stream it *from the spool* behind the writer (followers read from disk, never from a
-shared RAM queue, so slow clients cost no memory). The fetch runs as a task owned by the
-`Fetcher`, shielded from every client: the first client going away does not stop it.
+A `Fill` brings one file content into a spool file while any number of clients stream
+it *from the spool* behind the writer (followers read from disk, never from a shared RAM
+queue, so slow clients cost no memory). The fetch runs as a task of the node's
+scheduler, shielded from every client: the first client going away does not stop it.
+The bytes come from an ordered list of origins (resolve/origin.py: upstream today),
+each continuing where the previous one stopped.
 
-Integrity (threat-model T1, U1-U3): bytes are hashed as they arrive; the last
-`HOLDBACK` bytes are withheld from followers until the whole file matches its upstream
-identity (sha256 for LFS, git blob sha1 otherwise). On a mismatch every follower gets an
-error (the edge aborts the connection), the spool is deleted and nothing is kept. A body
-that breaks off is resumed from the spool's length with a Range request; a 200 answer to
-that Range has its already-spooled prefix skipped; a body longer than declared is cut.
-After verification the spool is ingested into the chunk store in the background.
+Integrity (threat-model T1, U1-U3), in one place whatever the origin: bytes are hashed as
+they arrive; the last `HOLDBACK` bytes are withheld from followers until the whole file
+matches its upstream identity (sha256 for LFS, git blob sha1 otherwise). On a mismatch
+every follower gets an error (the edge aborts the connection), the spool is deleted and
+nothing is kept. After verification the spool is ingested into the chunk store in the
+background.
 
 Spool files survive a restart: `Fetcher.recover` ingests verified spools and resumes
 partial ones of public repos (their hash state is rebuilt by re-reading the prefix).
@@ -20,30 +21,29 @@ partial ones of public repos (their hash state is rebuilt by re-reading the pref
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
-import random
-import re
 from pathlib import Path
-from typing import AsyncIterator, Coroutine
+from typing import AsyncIterator, Sequence
 
 from mirror import crashpoints
-from mirror.catalog import Catalog
-from mirror.config import Config
-from mirror.errors import HashMismatch, MirrorError, Overloaded, UpstreamError, UpstreamUnavailable
+from mirror.caller import ANONYMOUS, Caller
+from mirror.catalog.meta import MetaCatalog
+from mirror.catalog.repos import RepoCatalog
+from mirror.errors import HashMismatch, LockBusy, MirrorError, Overloaded, UpstreamError, UpstreamUnavailable
+from mirror.flock import FileLock
 from mirror.ingest import Ingestor, identity_hasher
-from mirror.resolve.spool import FillTarget, SpoolWriter, fsync_path, hash_prefix, read_record, write_record
+from mirror.resolve.origin import Origin, Sink
+from mirror.resolve.spool import FillTarget, fsync_path, hash_prefix, read_record, write_record
+from mirror.scheduler import Scheduler
+from mirror.singleflight import SingleFlight
 from mirror.store.layout import Layout
-from mirror.upstream import urls
-from mirror.upstream.client import HubClient
 
 log = logging.getLogger("mirror.fill")
 
 HOLDBACK = 64 << 10
 PIECE = 1 << 20
 INGEST_WAIT = 600.0  # seconds an ingest waits for the fill's readers to finish
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)", re.ASCII)
 
 
 class Fill:
@@ -58,6 +58,8 @@ class Fill:
         self.ingested = asyncio.Event()
         self._changed = asyncio.Event()
         self.lock_fd: int | None = None
+        # The origin feeding the fill now (its name counts the bytes: "<name>_bytes").
+        self.source = ""
         # The newest written piece, kept by reference so that followers which are caught
         # up take it from memory instead of reading it back from the spool.
         self.recent_offset = 0
@@ -100,8 +102,14 @@ class Fill:
         ev.set()
 
     async def stream(self, start: int, end: int) -> AsyncIterator[bytes | memoryview]:
-        """Yield bytes [start, end) of the file as the fill makes them available."""
+        """Yield bytes [start, end) of the file as the fill makes them available.
+
+        Until the file is verified, the last bytes of *this response* are held back
+        too, not only the file's tail: a Range answered from a running fill never
+        completes with bytes a later check could reject, so a client resuming or
+        stitching ranges (`curl -C -`, aria2) cannot assemble a wrong file."""
         loop = asyncio.get_running_loop()
+        own_tail = end - min(HOLDBACK, end - start)
         fd = os.open(self.spool, os.O_RDONLY)
         self.readers += 1
         self.no_readers.clear()
@@ -110,7 +118,7 @@ class Fill:
             while pos < end:
                 if self.error is not None:
                     raise UpstreamError(f"upstream fetch failed: {self.error.message}")
-                limit = min(self.readable(), end)
+                limit = end if self.verified else min(self.readable(), own_tail)
                 if pos < limit:
                     rel = pos - self.recent_offset
                     if 0 <= rel < len(self.recent):
@@ -142,44 +150,59 @@ class Fill:
 
 
 class Fetcher:
-    def __init__(self, hub: HubClient, ingestor: Ingestor, catalog: Catalog, layout: Layout, config: Config) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        origins: Sequence[Origin],
+        ingestor: Ingestor,
+        repos: RepoCatalog,
+        counters: MetaCatalog,
+        layout: Layout,
+        scheduler: Scheduler,
+        *,
+        max_fills: int,
+    ) -> None:
+        """`origins` are asked in order for the bytes of each miss; `max_fills` fills
+        may run at once before new ones are shed with 429."""
+        self.origins = list(origins)
         self.ingestor = ingestor
-        self.catalog = catalog
+        self.repos = repos
+        self.counters = counters
         self.layout = layout
-        self.config = config
-        self._fills: dict[str, Fill] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.scheduler = scheduler
+        self.max_fills = max_fills
+        self._fills: SingleFlight[str, Fill] = SingleFlight()
 
     def active(self, identity: str) -> Fill | None:
         return self._fills.get(identity)
 
-    def start(self, target: FillTarget, token: str | None) -> Fill:
+    def start(self, target: FillTarget, caller: Caller) -> Fill:
         """Return the fill for this content, starting one if none runs."""
-        fill = self._fills.get(target.identity)
-        if fill is not None and not (fill.done.is_set() and not fill.verified):
+
+        made: list[Fill] = []
+
+        def make() -> Fill:
+            running = sum(1 for f in self._fills.values() if not f.done.is_set())
+            if running >= self.max_fills:
+                raise Overloaded("mirror is busy filling its cache; retry shortly", retry_after=2)
+            spool, meta = self.layout.spool_paths(target.identity)
+            fill = Fill(target, spool, meta)
+            self._lock_spool(fill)
+            made.append(fill)
             return fill
-        running = sum(1 for f in self._fills.values() if not f.done.is_set())
-        if running >= self.config.server.max_cold_fetches:
-            raise Overloaded("mirror is busy filling its cache; retry shortly", retry_after=2)
-        spool, meta = self.layout.spool_paths(target.identity)
-        fill = Fill(target, spool, meta)
-        self._lock_spool(fill)
-        self._fills[target.identity] = fill
-        self._spawn(self._run(fill, token))
+
+        fill = self._fills.start(target.identity, make, replace=lambda f: f.done.is_set() and not f.verified)
+        if made:
+            self.scheduler.spawn(self._run(fill, caller), name=f"fill {target.identity[:20]}")
         return fill
 
     def _lock_spool(self, fill: Fill) -> None:
         """Create the spool (so followers can open it before the task first runs) and
         hold an exclusive flock on it for the fill's lifetime: a CLI sync and the daemon
         on one data directory never write the same spool at once."""
-        fd = os.open(fill.spool, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise Overloaded("this file is being fetched by another mirror process; retry shortly", retry_after=2) from None
-        fill.lock_fd = fd
+            fill.lock_fd = FileLock(fill.spool, "this file is being fetched by another mirror process").acquire()
+        except LockBusy as exc:
+            raise Overloaded(f"{exc.message}; retry shortly", retry_after=2) from None
 
     @staticmethod
     def _unlock_spool(fill: Fill) -> None:
@@ -187,30 +210,16 @@ class Fetcher:
             os.close(fill.lock_fd)
             fill.lock_fd = None
 
-    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
-
     # --- the fetch -----------------------------------------------------------------------
 
-    async def _run(self, fill: Fill, token: str | None) -> None:
+    async def _run(self, fill: Fill, caller: Caller) -> None:
         t = fill.target
         started = asyncio.get_running_loop().time()
         try:
             self._write_meta(fill, verified=False)
-            await self._download(fill, token)
+            await self._download(fill, caller)
             took = asyncio.get_running_loop().time() - started
-            log.info("fetched %s %s: %d bytes in %.2fs (%.0f MB/s)", t.key, t.entry.path, t.size, took, t.size / max(took, 1e-6) / 1e6)
+            log.info("fetched %s %s from %s: %d bytes in %.2fs (%.0f MB/s)", t.key, t.entry.path, fill.source, t.size, took, t.size / max(took, 1e-6) / 1e6)
             # Verified: release the held-back tail to every follower now; the spool's
             # durability matters only to the ingest, so its fsync runs after.
             fill.verified = True
@@ -232,18 +241,12 @@ class Fetcher:
                 self._drop_spool(fill)
             else:
                 log.warning("fill of %s %s failed: %s", t.key, t.entry.path, exc.message)
-            fill.notify()
-            fill.done.set()
-            self._fills.pop(t.identity, None)
-            self._unlock_spool(fill)
+            self._fail(fill)
             return
         except Exception as exc:  # an unexpected bug: fail the fill, keep the daemon
             log.exception("fill of %s %s crashed", t.key, t.entry.path)
             fill.error = UpstreamError(f"internal error during fill: {type(exc).__name__}")
-            fill.notify()
-            fill.done.set()
-            self._fills.pop(t.identity, None)
-            self._unlock_spool(fill)
+            self._fail(fill)
             return
         fill.done.set()
         try:
@@ -252,6 +255,12 @@ class Fetcher:
         except TimeoutError:
             pass
         await self._ingest(fill)
+
+    def _fail(self, fill: Fill) -> None:
+        fill.notify()
+        fill.done.set()
+        self._fills.finish(fill.target.identity, fill)
+        self._unlock_spool(fill)
 
     async def _ingest(self, fill: Fill) -> None:
         t = fill.target
@@ -264,10 +273,11 @@ class Fetcher:
         finally:
             self._unlock_spool(fill)
             fill.ingested.set()
-            if self._fills.get(t.identity) is fill:
-                self._fills.pop(t.identity, None)
+            self._fills.finish(t.identity, fill)
 
-    async def _download(self, fill: Fill, token: str | None) -> None:
+    async def _download(self, fill: Fill, caller: Caller) -> None:
+        """Ask the origins in order until the spool holds the whole file, then check
+        the whole file's digest against its identity (the one verification point)."""
         t = fill.target
         loop = asyncio.get_running_loop()
         hasher = identity_hasher(t.identity, t.size)
@@ -281,73 +291,35 @@ class Fetcher:
                 await loop.run_in_executor(None, hash_prefix, fd, have, hasher)
                 log.info("resuming %s at %d/%d bytes", t.entry.path, have, t.size)
             fill.written = have
-            failures = 0
-            path = urls.resolve(t.key, t.commit, t.entry.path)
-            while fill.written < t.size:
+
+            def written(offset: int, piece: bytes) -> None:
+                fill.recent_offset, fill.recent = offset, piece
+                fill.written = offset + len(piece)
+                self.counters.bump(f"{fill.source}_bytes", len(piece))
+                fill.notify()
+
+            sink = Sink(fd, hasher, have, t.size, written)
+            error: MirrorError | None = None
+            for origin in self.origins:
+                if sink.offset >= t.size:
+                    break
+                fill.source = origin.name
                 try:
-                    await self._fetch_once(fill, fd, hasher, path, token)
-                    if fill.written >= t.size:
-                        break
-                    raise UpstreamUnavailable("upstream body ended early")
-                except (UpstreamUnavailable, UpstreamError, Overloaded) as exc:
-                    failures += 1
-                    if failures > self.config.upstream.max_resumes:
-                        raise
-                    if isinstance(exc, Overloaded):
-                        # Upstream rate limit: this one fill waits for all of its clients,
-                        # so a storm costs one request per file per retry (threat U7).
-                        delay = min(float(exc.headers.get("Retry-After", "1")), 10.0) + random.uniform(0, 0.5)
-                    else:
-                        delay = min(0.1 * 2**failures, 3.0)
-                    log.info("upstream failed at %d/%d of %s (%s); retrying in %.1fs", fill.written, t.size, t.entry.path, exc.message, delay)
-                    await asyncio.sleep(delay)
+                    await origin.fill(t, sink, caller)
+                    error = None
+                except MirrorError as exc:
+                    error = exc
+                    log.info("origin %s could not complete %s (%s)", origin.name, t.entry.path, exc.message)
+                finally:
+                    await sink.drain()
+            if sink.offset < t.size:
+                raise error or UpstreamUnavailable(f"no origin has {t.entry.path}")
             actual = hasher.hexdigest()
             expected = t.identity.split(":", 1)[1]
             if actual != expected:
                 raise HashMismatch(f"{t.key} {t.entry.path}", expected, actual)
         finally:
             os.close(fd)
-
-    async def _fetch_once(self, fill: Fill, fd: int, hasher: "object", path: str, token: str | None) -> None:
-        t = fill.target
-        start = fill.written
-        body = await self.hub.open_file(path, token, start=start)
-        try:
-            skip = 0
-            if start and body.status == 206:
-                m = _CONTENT_RANGE.fullmatch(body.content_range or "")
-                if not m or int(m.group(1)) != start or int(m.group(3)) != t.size:
-                    raise UpstreamError("upstream answered a resume with a wrong Content-Range")
-            elif body.status == 200:
-                skip = start  # Range ignored: drop the prefix we already hold
-                if body.content_length is not None and body.content_length != t.size:
-                    raise UpstreamError(f"upstream size {body.content_length} differs from listed size {t.size}")
-            else:
-                raise UpstreamError(f"upstream answered {body.status} to a file request")
-            def written(offset: int, piece: bytes) -> None:
-                fill.recent_offset, fill.recent = offset, piece
-                fill.written = offset + len(piece)
-                self.catalog.meta.bump("upstream_bytes", len(piece))
-                fill.notify()
-
-            # Reads stay on the loop; hashing and writing run on the spool thread.
-            writer = SpoolWriter(fd, hasher, fill.written, written)
-            try:
-                async for data in body.iter_chunks():
-                    if skip:
-                        if len(data) <= skip:
-                            skip -= len(data)
-                            continue
-                        data = data[skip:]
-                        skip = 0
-                    if writer.offset + len(data) > t.size:
-                        raise UpstreamError("upstream sent more bytes than the file size")
-                    await writer.submit(data)
-            finally:
-                # Bytes received before a break are good: keep them, resume after them.
-                await writer.drain()
-        finally:
-            body.close()
 
     # --- spool bookkeeping -----------------------------------------------------------------
 
@@ -384,14 +356,14 @@ class Fetcher:
                 fill.written = entry.size
                 fill.verified = True
                 fill.done.set()
-                self._fills[target.identity] = fill
-                self._spawn(self._ingest(fill))
+                self._fills.start(target.identity, lambda f=fill: f)  # type: ignore[misc]
+                self.scheduler.spawn(self._ingest(fill), name=f"ingest {target.identity[:20]}")
                 continue
-            row = await self.catalog.repos.get_repo(target.key)
+            row = await self.repos.get_repo(target.key)
             # A gated or private repo needs a caller's token: it resumes on the next request.
             if row is not None and not row.private and not row.gated:
                 log.info("resuming interrupted fill of %s %s", target.key, entry.path)
                 try:
-                    self.start(target, None)
+                    self.start(target, ANONYMOUS)
                 except Overloaded:
                     pass  # another process owns it, or too many fills: resumed on request

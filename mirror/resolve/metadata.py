@@ -11,18 +11,19 @@ Rules (design.md §3):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from mirror.catalog import Catalog
+from mirror.caller import Caller
+from mirror.catalog.repos import RepoCatalog
 from mirror.clock import Clock
 from mirror.config import CacheConfig
 from mirror.errors import UpstreamError
 from mirror.model import FileEntry, RepoKey
 from mirror.resolve.access import Access
+from mirror.singleflight import SingleFlight
 from mirror.upstream import urls
 from mirror.upstream.client import HubClient
 
@@ -43,102 +44,93 @@ class Resolved:
 
 
 class Metadata:
-    def __init__(self, hub: HubClient, catalog: Catalog, clock: Clock, config: CacheConfig, access: Access) -> None:
+    def __init__(self, hub: HubClient, repos: RepoCatalog, clock: Clock, config: CacheConfig, access: Access) -> None:
         self.hub = hub
-        self.catalog = catalog
+        self.repos = repos
         self.clock = clock
         self.config = config
         self.access = access
-        self._inflight: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
-
-    async def _single(self, key: tuple[Any, ...], factory: Any) -> Any:
-        """Coalesce identical concurrent upstream look-ups into one task that outlives
-        any single caller going away."""
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.ensure_future(factory())
-            self._inflight[key] = task
-            task.add_done_callback(lambda t: (self._inflight.pop(key, None), t.cancelled() or t.exception()))
-        return await asyncio.shield(task)
+        # Identical concurrent upstream look-ups share one task.
+        self._flights: SingleFlight[Any, Any] = SingleFlight()
 
     # --- revision -> commit, with repo info -----------------------------------------------
 
     async def resolve(
-        self, key: RepoKey, revision: str | None, token: str | None, *, fresh: bool = False
+        self, key: RepoKey, revision: str | None, caller: Caller, *, fresh: bool = False
     ) -> tuple[Resolved, dict[str, Any]]:
         """Return the commit a revision names now, and the repo info at that commit.
         `fresh` re-asks upstream for a branch or tag whatever the TTL (sync wants the
         current commit); the stale fallback still applies when upstream is down."""
         rev = revision or DEFAULT_REF
-        repo = await self.catalog.repos.repo_id(key)
+        repo = await self.repos.repo_id(key)
         assert repo is not None
         if FULL_SHA.fullmatch(rev):
-            info = await self.catalog.repos.commit_info(repo, rev)
+            info = await self.repos.commit_info(repo, rev)
             if info is not None:
-                await self.access.check(key, repo, rev, token)
+                await self.access.check(key, repo, rev, caller)
                 return Resolved(key, repo, rev), info
-            info = await self._fetch_info(key, repo, rev, token)
+            info = await self._fetch_info(key, repo, rev, caller)
             return Resolved(key, repo, rev), info
-        ref = await self.catalog.repos.get_ref(repo, rev)
+        ref = await self.repos.get_ref(repo, rev)
         if ref is not None and not fresh and self.clock.now() - ref[1] < self.config.ref_ttl:
-            info = await self.catalog.repos.commit_info(repo, ref[0])
+            info = await self.repos.commit_info(repo, ref[0])
             if info is not None:
-                await self.access.check(key, repo, ref[0], token)
+                await self.access.check(key, repo, ref[0], caller)
                 return Resolved(key, repo, ref[0]), info
         try:
-            info = await self._fetch_info(key, repo, rev, token)
+            info = await self._fetch_info(key, repo, rev, caller)
         except UpstreamError:
             # Unreachable or 5xx: serve the last known answer, marked stale. The default
             # branch was most likely last seen by name.
             if ref is None and rev == DEFAULT_REF:
-                ref = await self.catalog.repos.get_ref(repo, "main")
+                ref = await self.repos.get_ref(repo, "main")
             if ref is None:
                 raise
-            info = await self.catalog.repos.commit_info(repo, ref[0])
+            info = await self.repos.commit_info(repo, ref[0])
             if info is None:
                 raise
-            await self.access.check(key, repo, ref[0], token)
+            await self.access.check(key, repo, ref[0], caller)
             log.warning("upstream unavailable; serving stale %s@%s -> %s", key, rev or "<default>", ref[0][:12])
             return Resolved(key, repo, ref[0], stale=True), info
         return Resolved(key, repo, str(info["sha"])), info
 
-    async def _fetch_info(self, key: RepoKey, repo: int, rev: str, token: str | None) -> dict[str, Any]:
+    async def _fetch_info(self, key: RepoKey, repo: int, rev: str, caller: Caller) -> dict[str, Any]:
         async def fetch() -> dict[str, Any]:
-            reply = await self.hub.get_json(urls.info(key, rev or None), token, {"blobs": "true"})
+            reply = await self.hub.get_json(urls.info(key, rev or None), caller.hub_token, {"blobs": "true"})
             info = reply.data
             if not isinstance(info, dict) or not isinstance(info.get("sha"), str) or not FULL_SHA.fullmatch(info["sha"]):
                 raise UpstreamError("upstream repo info has no commit sha")
             info = strip_xet(info)
             private = bool(info.get("private"))
             gated = info.get("gated") or ""
-            await self.catalog.repos.set_repo_info(key, private=private, gated=str(gated) if gated else "", info=None)
-            await self.catalog.repos.set_commit_info(repo, info["sha"], info)
+            await self.repos.set_repo_info(key, private=private, gated=str(gated) if gated else "", info=None)
+            await self.repos.set_commit_info(repo, info["sha"], info)
             if not FULL_SHA.fullmatch(rev):
-                await self.catalog.repos.set_ref(repo, rev, info["sha"])
+                await self.repos.set_ref(repo, rev, info["sha"])
             if private and not gated:
                 # Upstream just showed this private repo to this token.
-                self.access.remember(key, token)
+                self.access.remember(key, caller)
             return info
 
-        return await self._single(("info", key, rev, self.access.fingerprint(token)), fetch)  # type: ignore[no-any-return]
+        return await self._flights.share(("info", key, rev, caller.fingerprint), fetch)  # type: ignore[no-any-return]
 
     # --- listing ------------------------------------------------------------------------------
 
-    async def listing(self, res: Resolved, token: str | None) -> dict[str, FileEntry]:
+    async def listing(self, res: Resolved, caller: Caller) -> dict[str, FileEntry]:
         """The complete recursive file listing of a commit (cached forever)."""
-        cached = await self.catalog.repos.get_listing(res.repo, res.commit)
+        cached = await self.repos.get_listing(res.repo, res.commit)
         if cached is not None:
             return cached
 
         async def fetch() -> dict[str, FileEntry]:
-            entries = await self._fetch_tree(res.key, res.commit, token)
-            await self.catalog.repos.put_listing(res.repo, res.commit, entries)
+            entries = await self._fetch_tree(res.key, res.commit, caller)
+            await self.repos.put_listing(res.repo, res.commit, entries)
             return {e.path: e for e in entries}
 
-        return await self._single(("tree", res.key, res.commit, self.access.fingerprint(token)), fetch)  # type: ignore[no-any-return]
+        return await self._flights.share(("tree", res.key, res.commit, caller.fingerprint), fetch)  # type: ignore[no-any-return]
 
-    async def _fetch_tree(self, key: RepoKey, commit: str, token: str | None) -> list[FileEntry]:
-        reply = await self.hub.get_json(urls.tree(key, commit), token, {"recursive": "true", "expand": "false"})
+    async def _fetch_tree(self, key: RepoKey, commit: str, caller: Caller) -> list[FileEntry]:
+        reply = await self.hub.get_json(urls.tree(key, commit), caller.hub_token, {"recursive": "true", "expand": "false"})
         entries: list[FileEntry] = []
         pages = 0
         while True:
@@ -148,11 +140,11 @@ class Metadata:
             pages += 1
             if not reply.link_next or pages >= _MAX_TREE_PAGES:
                 break
-            reply = await self.hub.get_json_url(reply.link_next, token)
+            reply = await self.hub.get_json_url(reply.link_next, caller.hub_token)
         return with_directories(entries)
 
-    async def entry(self, res: Resolved, path: str, token: str | None) -> FileEntry | None:
-        return (await self.listing(res, token)).get(path)
+    async def entry(self, res: Resolved, path: str, caller: Caller) -> FileEntry | None:
+        return (await self.listing(res, caller)).get(path)
 
 
 def with_directories(entries: list[FileEntry]) -> list[FileEntry]:

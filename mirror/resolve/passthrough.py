@@ -12,7 +12,9 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from mirror.catalog import Catalog
+from mirror.caller import Caller
+from mirror.catalog.apicache import ApiCache
+from mirror.catalog.repos import RepoCatalog
 from mirror.errors import UpstreamError
 from mirror.model import RepoKey
 from mirror.resolve.access import Access
@@ -21,23 +23,24 @@ from mirror.upstream.client import HubClient
 
 
 class Passthrough:
-    def __init__(self, hub: HubClient, catalog: Catalog, access: Access) -> None:
+    def __init__(self, hub: HubClient, repos: RepoCatalog, answers: ApiCache, access: Access) -> None:
         self.hub = hub
-        self.catalog = catalog
+        self.repos = repos
+        self.answers = answers
         self.access = access
 
-    async def get(self, key: RepoKey | None, path: str, query: list[tuple[str, str]], token: str | None) -> tuple[Any, str | None, bool]:
+    async def get(self, key: RepoKey | None, path: str, query: list[tuple[str, str]], caller: Caller) -> tuple[Any, str | None, bool]:
         """(json, next-link path+query or None, stale)."""
         cache_key = path + "?" + "&".join(f"{k}={v}" for k, v in query)
-        repo = await self.catalog.repos.repo_id(key) if key is not None else None
+        repo = await self.repos.repo_id(key) if key is not None else None
         try:
-            reply = await self.hub.get_json(path, token, query)
+            reply = await self.hub.get_json(path, caller.hub_token, query)
         except UpstreamError:
-            hit = await self.catalog.api.get(cache_key)
+            hit = await self.answers.get(cache_key)
             if hit is None or key is None or repo is None:
                 raise
-            commit = (await self.catalog.repos.refs_of(repo)).get("", "")
-            await self.access.check(key, repo, commit, token)
+            commit = (await self.repos.refs_of(repo)).get("", "")
+            await self.access.check(key, repo, commit, caller)
             return json.loads(hit[0]), hit[1], True
         data = strip_xet(reply.data)
         link = None
@@ -45,5 +48,5 @@ class Passthrough:
             parts = urlsplit(reply.link_next)
             link = parts.path + (f"?{parts.query}" if parts.query else "")
         if key is not None:
-            await self.catalog.api.put(cache_key, repo, json.dumps(data), link)
+            await self.answers.put(cache_key, repo, json.dumps(data), link)
         return data, link, False

@@ -1,5 +1,10 @@
 """The chunk store: immutable frames named by blake3 of their raw bytes.
 
+Layers: `ChunkStore` (ids, codec, verification, staging for ingest, archive fallback)
+sits on a `ChunkBackend` (store/backend.py: where frames live; today `LocalBackend`,
+store/localfs.py) and beside an `ArchiveTier` (store/packs.py). Nothing outside store/
+touches chunk files.
+
 Contract:
 - `put_raw(raw)` computes the id, encodes, and stores the frame atomically and durably;
   storing an id that exists is a no-op (idempotent) and returns `new=False`.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +33,8 @@ import blake3
 from mirror import crashpoints
 from mirror.errors import ChunkMissing, CorruptChunk
 from mirror.store.codec import HEADER_SIZE, MAX_CHUNK, RAW, Buffer, Codec, FrameError, peek_header
+from mirror.store.backend import ChunkBackend, FileBackend
 from mirror.store.fsio import DurableFS
-from mirror.store.layout import Layout, is_chunk_id
 
 # No frame is larger than a raw frame of the largest chunk: compressed frames are only
 # kept when they are smaller than raw.
@@ -65,7 +71,7 @@ def chunk_id_of(raw: bytes | memoryview) -> str:
 
 
 class ArchiveTier(Protocol):
-    """The cold tier behind the hot files (store/packs.py `PackStore`)."""
+    """The cold tier beside the backend (store/packs.py `PackStore`): read-only here."""
 
     def has(self, cid: str) -> bool: ...
 
@@ -74,14 +80,28 @@ class ArchiveTier(Protocol):
 
 
 class ChunkStore:
-    def __init__(self, layout: Layout, *, compress: bool = True, fs: DurableFS | None = None, verify_reads: bool = True) -> None:
-        self.layout = layout
+    def __init__(
+        self,
+        backend: ChunkBackend,
+        tmp_dir: Path,
+        quarantine_dir: Path,
+        *,
+        archive: ArchiveTier | None = None,
+        compress: bool = True,
+        fs: DurableFS | None = None,
+        verify_reads: bool = True,
+    ) -> None:
+        """`tmp_dir` holds staged temps of ingests (local, whatever the backend);
+        `quarantine_dir` receives frames that failed verification."""
+        self.backend = backend
+        self.tmp_dir = tmp_dir
+        self.quarantine_dir = quarantine_dir
+        self.archive = archive
         self.compress = compress
         self.fs = fs or DurableFS()
         self.verify_reads = verify_reads
+        self._files = backend if isinstance(backend, FileBackend) else None
         self._local = threading.local()
-        # The archive tier (lifecycle), read when a chunk has no hot file; set by services.
-        self.archive: ArchiveTier | None = None
 
     def _codec(self) -> Codec:
         codec = getattr(self._local, "codec", None)
@@ -93,18 +113,18 @@ class ChunkStore:
 
     def put_raw(self, raw: bytes | memoryview, *, group_width: int = 0, chunk_id: str | None = None) -> PutResult:
         cid = chunk_id or chunk_id_of(raw)
-        path = self.layout.chunk_path(cid)
-        if path.exists():
-            return PutResult(cid, len(raw), self._stored_len(path), -1, False)
+        st = self.backend.stat(cid)
+        if st is not None:
+            return PutResult(cid, len(raw), st.size, -1, False)
         frame = self._codec().encode(raw, compress=self.compress, group_width=group_width)
-        new = self.fs.write_atomic(path, frame, self.layout.tmp)
+        new = self.backend.put(cid, frame)
         return PutResult(cid, len(raw), len(frame), frame[4], new)
 
     def encode_raw(self, raw: bytes | memoryview, *, group_width: int = 0) -> "Encoded":
         """Name and encode one chunk (CPU only: blake3 and the codec). A chunk that is
         already stored is not encoded (`frame` is None)."""
         cid = chunk_id_of(raw)
-        if self.layout.chunk_path(cid).exists():
+        if self.backend.stat(cid) is not None:
             return Encoded(cid, len(raw), None)
         return Encoded(cid, len(raw), self._codec().encode(raw, compress=self.compress, group_width=group_width))
 
@@ -114,40 +134,51 @@ class ChunkStore:
         its hash."""
         if enc.frame is None:
             return Staged(enc.chunk_id, enc.raw_len, 0, -1, None)
-        # The chunk's directory is made now, in parallel with other writes, rather than in
-        # `publish`, which runs after the file hash and holds up the whole ingest. An empty
-        # directory is harmless if the ingest is then dropped.
-        self.fs.makedirs(self.layout.chunk_dir(enc.chunk_id))
-        tmp = self.fs.stage(enc.frame, self.layout.tmp, enc.chunk_id)
-        return Staged(enc.chunk_id, enc.raw_len, len(enc.frame), enc.frame[4], tmp)
+        return self.stage_frame(enc.chunk_id, enc.raw_len, enc.frame)
+
+    def stage_frame(self, cid: str, raw_len: int, frame: bytes) -> "Staged":
+        """Stage a frame already checked to decode to `cid` (see `stage_encoded`)."""
+        if self._files is not None:
+            # The chunk's directory is made now, in parallel with other writes, rather
+            # than in `publish`, which runs after the file hash and holds up the whole
+            # ingest. An empty directory is harmless if the ingest is then dropped.
+            self._files.prepare(cid)
+        tmp = self.fs.stage(frame, self.tmp_dir, cid)
+        return Staged(cid, raw_len, len(frame), frame[4], tmp)
 
     def stage_raw(self, raw: bytes | memoryview, *, group_width: int = 0) -> "Staged":
         """`encode_raw` then `stage_encoded`: a chunk already stored is not staged (`tmp` is None)."""
         return self.stage_encoded(self.encode_raw(raw, group_width=group_width))
 
     def publish(self, staged: "list[Staged]", *, pool: Executor | None = None) -> list[PutResult]:
-        """Move staged chunks into place, fsync each touched directory once (in `pool`
-        when given: concurrent directory fsyncs share journal commits), and return what is
-        now stored (new chunks flagged `new`; the codec and stored length of a chunk that
-        was there already are read from its frame header). Raises ChunkMissing if a
-        chunk that was found stored when it was staged has gone since."""
+        """Move staged chunks into place durably (a file backend renames them and fsyncs
+        each touched directory once, in `pool` when given: concurrent directory fsyncs
+        share journal commits), and return what is now stored (new chunks flagged
+        `new`; the codec and stored length of a chunk that was there already are read
+        from its frame header). Raises ChunkMissing if a chunk that was found stored
+        when it was staged has gone since."""
         out: list[PutResult] = []
-        dirs: set[Path] = set()
+        fresh: list[str] = []
         for st in staged:
-            final = self.layout.chunk_path(st.chunk_id)
-            if st.tmp is not None and self.fs.publish(st.tmp, final):
-                dirs.add(final.parent)
+            if st.tmp is not None and self._publish_one(st):
+                fresh.append(st.chunk_id)
                 out.append(PutResult(st.chunk_id, st.raw_len, st.stored_len, st.codec, True))
                 continue
             codec, _raw_len, stored_len = self.describe(st.chunk_id)
             out.append(PutResult(st.chunk_id, st.raw_len, stored_len, codec, False))
-        if pool is not None and len(dirs) > 1:
-            list(pool.map(self.fs.fsync_dir, sorted(dirs)))
-        else:
-            for d in sorted(dirs):
-                self.fs.fsync_dir(d)
+        if self._files is not None and fresh:
+            self._files.sync(fresh, pool if len(fresh) > 1 else None)
         crashpoints.hit("dir.fsynced")
         return out
+
+    def _publish_one(self, st: "Staged") -> bool:
+        assert st.tmp is not None
+        if self._files is not None:
+            return self._files.publish_file(st.chunk_id, st.tmp)
+        try:
+            return self.backend.put(st.chunk_id, st.tmp.read_bytes())
+        finally:
+            self.fs.discard(st.tmp)
 
     def discard(self, staged: "list[Staged]") -> None:
         for st in staged:
@@ -163,37 +194,37 @@ class ChunkStore:
             raise CorruptChunk(cid, "frame does not hash to its id")
         if len(frame) > MAX_FRAME:
             frame = self._codec().encode(raw, compress=False)
-        return self.fs.write_atomic(self.layout.chunk_path(cid), frame, self.layout.tmp)
+        return self.backend.put(cid, frame)
 
     # --- reading ---------------------------------------------------------------
 
     def has(self, cid: str) -> bool:
         """True when the chunk is readable, hot or archived."""
-        return self.layout.chunk_path(cid).exists() or (self.archive is not None and self.archive.has(cid))
+        return self.backend.stat(cid) is not None or (self.archive is not None and self.archive.has(cid))
+
+    def has_hot(self, cid: str) -> bool:
+        """True when the chunk is stored in the backend (not only archived)."""
+        return self.backend.stat(cid) is not None
 
     def read_frame(self, cid: str) -> bytes:
-        """The stored frame of a chunk. A file larger than any frame can be (a planted or
+        """The stored frame of a chunk. A frame larger than any frame can be (a planted or
         damaged file) is refused before it is read into memory."""
-        try:
-            fd = os.open(self.layout.chunk_path(cid), os.O_RDONLY)
-        except FileNotFoundError:
+        st = self.backend.stat(cid)
+        if st is None:
             frame = self.archive.read_frame(cid) if self.archive is not None else None
             if frame is None:
-                raise ChunkMissing(cid) from None
+                raise ChunkMissing(cid)
             return frame
+        if st.size > MAX_FRAME:
+            raise CorruptChunk(cid, f"chunk file of {st.size} bytes exceeds the largest frame ({MAX_FRAME})")
         try:
-            size = os.fstat(fd).st_size
-            if size > MAX_FRAME:
-                raise CorruptChunk(cid, f"chunk file of {size} bytes exceeds the largest frame ({MAX_FRAME})")
-            frame = os.read(fd, size)
-            while len(frame) < size:  # a short read from a regular file is rare, not an error
-                more = os.read(fd, size - len(frame))
-                if not more:
-                    break
-                frame += more
+            return self.backend.get(cid, 0, st.size)
+        except ChunkMissing:
+            # Deleted (or archived and deleted) between the stat and the read.
+            frame = self.archive.read_frame(cid) if self.archive is not None else None
+            if frame is None:
+                raise
             return frame
-        finally:
-            os.close(fd)
 
     def read(self, cid: str, expected_len: int | None = None, *, verify: bool | None = None) -> Buffer:
         """The raw bytes of a chunk, checked against its id unless `verify` (default: the
@@ -208,90 +239,89 @@ class ChunkStore:
         return raw
 
     def raw_span(self, cid: str) -> tuple[str, int, int] | None:
-        """(path, offset, length) of the raw bytes when the chunk is stored uncompressed,
-        so the server may `sendfile` it; None when it is compressed or absent."""
-        path = self.layout.chunk_path(cid)
+        """(path, offset, length) of the raw bytes when the chunk is stored uncompressed
+        in a local file, so the server may `sendfile` it; None when it is compressed,
+        absent, or not a local file."""
+        if self._files is None:
+            return None
+        st = self.backend.stat(cid)
+        if st is None:
+            return None
         try:
-            with open(path, "rb") as fh:
-                head = fh.read(HEADER_SIZE)
-                size = os.fstat(fh.fileno()).st_size
-        except FileNotFoundError:
+            head = self.backend.get(cid, 0, HEADER_SIZE)
+        except ChunkMissing:
             return None
         if len(head) < HEADER_SIZE or head[4] != RAW:
             return None
-        return str(path), HEADER_SIZE, size - HEADER_SIZE
+        return str(self._files.path_of(cid)), HEADER_SIZE, st.size - HEADER_SIZE
 
     def describe(self, cid: str) -> tuple[int, int, int]:
         """(codec, raw_len, stored_len) from the frame header."""
-        path = self.layout.chunk_path(cid)
+        st = self.backend.stat(cid)
+        if st is None:
+            raise ChunkMissing(cid)
+        head = self.backend.get(cid, 0, HEADER_SIZE)
         try:
-            with open(path, "rb") as fh:
-                head = fh.read(HEADER_SIZE)
-                size = os.fstat(fh.fileno()).st_size
-        except FileNotFoundError:
-            raise ChunkMissing(cid) from None
-        try:
-            codec, _w, raw_len = peek_header(head, size)
+            codec, _w, raw_len = peek_header(head, st.size)
         except FrameError as exc:
             raise CorruptChunk(cid, str(exc)) from None
-        return codec, raw_len, size
+        return codec, raw_len, st.size
 
-    def _stored_len(self, path: os.PathLike[str]) -> int:
-        try:
-            return os.stat(path).st_size
-        except FileNotFoundError:
-            return 0
+    def stored_len(self, cid: str) -> int:
+        """Stored bytes of a hot chunk (0 when it is not stored in the backend)."""
+        st = self.backend.stat(cid)
+        return st.size if st is not None else 0
+
+    def mtime(self, cid: str) -> float | None:
+        st = self.backend.stat(cid)
+        return st.mtime if st is not None else None
+
+    def capacity(self) -> tuple[int, int] | None:
+        """(total, free) bytes of the volume behind the backend, when it has one."""
+        return self._files.capacity() if self._files is not None else None
 
     # --- removal and listing ------------------------------------------------------
 
     def delete(self, cid: str) -> bool:
-        try:
-            os.unlink(self.layout.chunk_path(cid))
-            return True
-        except FileNotFoundError:
-            return False
+        return self.backend.delete(cid)
 
     def delete_many(self, ids: Iterable[str], *, keep: Callable[[str], bool] | None = None, crashpoint: str = "") -> int:
         """Delete the chunks (skipping those `keep` says to keep, asked just before each
-        deletion), then fsync every touched directory once; return how many went."""
+        deletion), durably; return how many went."""
         n = 0
-        dirs: set[Path] = set()
+        gone: list[str] = []
         for cid in ids:
             if keep is not None and keep(cid):
                 continue
-            if self.delete(cid):
+            removed = self._files.remove(cid) if self._files is not None else self.backend.delete(cid)
+            if removed:
                 n += 1
-                dirs.add(self.layout.chunk_dir(cid))
+                gone.append(cid)
                 if crashpoint:
                     crashpoints.hit(crashpoint)
-        for d in dirs:
-            self.fs.fsync_dir(d)
+        if self._files is not None and gone:
+            self._files.sync(gone)
         return n
 
     def quarantine(self, cid: str) -> bool:
+        """Move a chunk that failed verification out of the readable set, keeping its
+        frame for inspection under the quarantine directory."""
+        dest = self.quarantine_dir / cid
+        if self._files is not None:
+            try:
+                os.replace(self._files.path_of(cid), dest)
+                return True
+            except FileNotFoundError:
+                return False
         try:
-            os.replace(self.layout.chunk_path(cid), self.layout.quarantine_path(cid))
-            return True
-        except FileNotFoundError:
+            frame = self.backend.get(cid)
+        except ChunkMissing:
             return False
+        tmp = self.quarantine_dir / f".{cid}.{uuid.uuid4().hex[:8]}"
+        tmp.write_bytes(frame)
+        os.replace(tmp, dest)
+        return self.backend.delete(cid)
 
     def iter_ids(self) -> Iterator[str]:
-        root = self.layout.chunks
-        for a in sorted(os.listdir(root)):
-            da = root / a
-            if len(a) != 2 or not da.is_dir():
-                continue
-            for b in sorted(os.listdir(da)):
-                db = da / b
-                if not db.is_dir():
-                    continue
-                for name in os.listdir(db):
-                    if is_chunk_id(name):
-                        yield name
-
-    def mtime(self, cid: str) -> float | None:
-        try:
-            return os.stat(self.layout.chunk_path(cid)).st_mtime
-        except FileNotFoundError:
-            return None
-
+        """Every chunk id stored in the backend (archived-only chunks are not listed)."""
+        return self.backend.list()

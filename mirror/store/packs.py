@@ -225,6 +225,10 @@ class PackStore:
         directory.mkdir(parents=True, exist_ok=True)
         self.refresh()
 
+    def new_writer(self) -> PackWriter:
+        """A writer for a new pack in this store's directory."""
+        return PackWriter(self.directory, self.fs)
+
     def names(self) -> list[str]:
         return sorted(n for n in os.listdir(self.directory) if _NAME.fullmatch(n))
 

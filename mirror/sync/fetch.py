@@ -1,4 +1,4 @@
-"""Bring missing contents into the store through the Resolver's fills.
+"""Bring missing contents into the store through the same fills client requests use.
 
 Every content goes through `Fetcher.start`, the same single-flight fill a client request
 uses: it joins a fill already running in this process, resumes a spool an interrupted
@@ -15,9 +15,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
+from mirror.caller import Caller
 from mirror.errors import MirrorError, Overloaded, StorageError
-from mirror.resolve.fill import Fill, FillTarget
-from mirror.resolve.resolver import Resolver
+from mirror.resolve.files import Files
+from mirror.resolve.fill import Fetcher, Fill, FillTarget
 from mirror.sync.plan import FileTask
 
 log = logging.getLogger("mirror.sync")
@@ -33,9 +34,10 @@ class FetchResult:
 
 
 async def fetch_all(
-    resolver: Resolver,
+    files: Files,
+    fetcher: Fetcher,
     tasks: list[FileTask],
-    token: str | None,
+    caller: Caller,
     *,
     concurrency: int = 4,
     progress: ProgressFn | None = None,
@@ -50,7 +52,7 @@ async def fetch_all(
         nonlocal finished
         async with sem:
             try:
-                await _fetch_one(resolver, task, token, active)
+                await _fetch_one(files, fetcher, task, caller, active)
                 result.fetched.append(task)
             except MirrorError as exc:
                 result.failed.append((task, exc.message))
@@ -79,14 +81,14 @@ async def fetch_all(
     return result
 
 
-async def _fetch_one(resolver: Resolver, task: FileTask, token: str | None, active: dict[str, Fill]) -> None:
+async def _fetch_one(files: Files, fetcher: Fetcher, task: FileTask, caller: Caller, active: dict[str, Fill]) -> None:
     ident = task.entry.identity
-    if await resolver.files.stored_manifest(ident) is not None:
+    if await files.stored_manifest(ident) is not None:
         return  # another fill (a client, another revision) stored it meanwhile
     target = FillTarget(task.key, task.commit, task.entry)
     while True:
         try:
-            fill = resolver.fetcher.start(target, token)
+            fill = fetcher.start(target, caller)
             break
         except Overloaded:  # the daemon is busy with clients' cold fetches: wait our turn
             await asyncio.sleep(1.0)
@@ -95,5 +97,5 @@ async def _fetch_one(resolver: Resolver, task: FileTask, token: str | None, acti
     if fill.error is not None or not fill.verified:
         raise fill.error or StorageError("fetch failed")
     await fill.ingested.wait()
-    if await resolver.files.stored_manifest(ident) is None:
+    if await files.stored_manifest(ident) is None:
         raise StorageError("fetched but could not be stored (see the log)")

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from mirror.config import SyncRepo
 from mirror.errors import MirrorError, UpstreamUnavailable
 from mirror.model import FileEntry, RepoKey
-from mirror.resolve.metadata import FULL_SHA
-from mirror.resolve.resolver import Resolver
+from mirror.caller import Caller
+from mirror.catalog.repos import RepoCatalog
+from mirror.resolve.files import Files
+from mirror.resolve.metadata import FULL_SHA, Metadata
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,27 +67,27 @@ def wanted(path: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> boo
 
 
 class Planner:
-    def __init__(self, resolver: Resolver, token: str | None) -> None:
-        self.resolver = resolver
-        self.metadata = resolver.metadata
-        self.token = token
+    def __init__(self, metadata: Metadata, files: Files, repos: RepoCatalog, caller: Caller) -> None:
+        self.metadata = metadata
+        self.files = files
+        self.repos = repos
+        self.caller = caller
         self._scheduled: set[str] = set()
 
     async def plan(self, spec: SyncRepo) -> RepoPlan:
         key = RepoKey(spec.repo_type, spec.repo)
         plan = RepoPlan(spec, key)
         reused: set[str] = set()
-        catalog = self.resolver.svc.catalog
         for rev in spec.revisions:
             label = rev or "(default branch)"
             try:
-                repo = await catalog.repos.repo_id(key)
+                repo = await self.repos.repo_id(key)
                 assert repo is not None
                 previous = await self._previous(repo, rev)
-                res, _info = await self.metadata.resolve(key, rev or None, self.token, fresh=True)
+                res, _info = await self.metadata.resolve(key, rev or None, self.caller, fresh=True)
                 if res.stale:
                     raise UpstreamUnavailable("upstream is unreachable")
-                listing = await self.metadata.listing(res, self.token)
+                listing = await self.metadata.listing(res, self.caller)
             except MirrorError as exc:
                 plan.errors.append(f"{key}@{label}: {exc.message}")
                 continue
@@ -97,7 +99,7 @@ class Planner:
                 ident = entry.identity
                 if ident in self._scheduled or ident in reused:
                     continue
-                if await self.resolver.files.stored_manifest(ident) is not None:
+                if await self.files.stored_manifest(ident) is not None:
                     reused.add(ident)
                     plan.reused_bytes += entry.size
                     continue
@@ -108,8 +110,7 @@ class Planner:
 
     async def _previous(self, repo: int, rev: str) -> str | None:
         """The commit this revision named before this run (None if never seen)."""
-        catalog = self.resolver.svc.catalog
         if FULL_SHA.fullmatch(rev):
-            return rev if await catalog.repos.get_listing(repo, rev) is not None else None
-        ref = await catalog.repos.get_ref(repo, rev)
+            return rev if await self.repos.get_listing(repo, rev) is not None else None
+        ref = await self.repos.get_ref(repo, rev)
         return ref[0] if ref else None

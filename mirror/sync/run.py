@@ -1,8 +1,9 @@
 """One sync run over a watch list, and the daemon's periodic loop.
 
-`run_sync` plans every watched repo (resolving each revision once), then fetches the
+`Syncer.run` plans every watched repo (resolving each revision once), then fetches the
 missing contents, then reports per repo what changed. It takes no lock itself: the CLI
-and `sync_forever` hold `locks/sync.lock` around it so overlapping runs never race.
+and `Syncer.forever` hold `locks/sync.lock` (`Syncer.lock`) around it so overlapping
+runs never race.
 Failures (an unknown repo, a revision upstream does not have, a file that fails its
 hash) are listed in the report; the rest of the watch list still syncs.
 """
@@ -14,10 +15,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from mirror.config import Config, SyncRepo
-from mirror.resolve.resolver import Resolver
+from mirror.caller import ANONYMOUS, Caller
+from mirror.catalog.meta import MetaCatalog
+from mirror.catalog.repos import RepoCatalog
+from mirror.config import SyncConfig, SyncRepo
+from mirror.flock import FileLock
+from mirror.resolve.files import Files
+from mirror.resolve.fill import Fetcher
+from mirror.resolve.metadata import Metadata
 from mirror.sync.fetch import ProgressFn, fetch_all
-from mirror.sync.lock import exclusive
 from mirror.sync.plan import Planner, RepoPlan
 
 log = logging.getLogger("mirror.sync")
@@ -79,35 +85,6 @@ class SyncReport:
         }
 
 
-async def run_sync(
-    resolver: Resolver,
-    config: Config,
-    *,
-    repos: Iterable[SyncRepo] | None = None,
-    token: str | None = None,
-    dry_run: bool = False,
-    concurrency: int = 4,
-    progress: ProgressFn | None = None,
-) -> SyncReport:
-    """Sync `repos` (default: the config's watch list) and report what happened."""
-    specs = list(config.sync.repos if repos is None else repos)
-    planner = Planner(resolver, token)
-    reports = [RepoReport(await planner.plan(spec)) for spec in specs]
-    if dry_run:
-        return SyncReport(reports, dry_run=True)
-    tasks = [t for r in reports for t in r.plan.fetch]
-    result = await fetch_all(resolver, tasks, token, concurrency=concurrency, progress=progress)
-    owner = {id(t): r for r in reports for t in r.plan.fetch}
-    for t in result.fetched:
-        rep = owner[id(t)]
-        rep.files_fetched += 1
-        rep.bytes_fetched += t.entry.size
-    for t, why in result.failed:
-        owner[id(t)].failed.append(f"{t.key}@{t.commit[:12]} {t.entry.path}: {why}")
-    await resolver.svc.catalog.meta.flush()
-    return SyncReport(reports)
-
-
 def summary_line(report: SyncReport) -> str:
     """One line for cron mail and logs."""
     j = report.to_json()
@@ -119,19 +96,64 @@ def summary_line(report: SyncReport) -> str:
     )
 
 
-async def sync_forever(resolver: Resolver, config: Config) -> None:
-    """The daemon's scheduled sync (`[sync] interval` seconds apart). A round is skipped
-    when a CLI sync holds the lock; errors are logged and the loop goes on."""
-    lock = resolver.svc.layout.lock_path("sync")
-    while True:
-        await asyncio.sleep(config.sync.interval)
-        try:
-            async with exclusive(lock, "sync"):
-                report = await run_sync(resolver, config)
-            log.info("%s", summary_line(report))
-            for failure in report.failures:
-                log.warning("sync: %s", failure)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the loop must survive any one round
-            log.warning("scheduled sync skipped: %s", getattr(exc, "message", exc))
+class Syncer:
+    def __init__(
+        self,
+        metadata: Metadata,
+        files: Files,
+        fetcher: Fetcher,
+        repos: RepoCatalog,
+        counters: MetaCatalog,
+        config: SyncConfig,
+        lock: FileLock,
+    ) -> None:
+        self.metadata = metadata
+        self.files = files
+        self.fetcher = fetcher
+        self.repos = repos
+        self.counters = counters
+        self.config = config
+        self.lock = lock
+
+    async def run(
+        self,
+        *,
+        repos: Iterable[SyncRepo] | None = None,
+        caller: Caller = ANONYMOUS,
+        dry_run: bool = False,
+        concurrency: int = 4,
+        progress: ProgressFn | None = None,
+    ) -> SyncReport:
+        """Sync `repos` (default: the config's watch list) and report what happened."""
+        specs = list(self.config.repos if repos is None else repos)
+        planner = Planner(self.metadata, self.files, self.repos, caller)
+        reports = [RepoReport(await planner.plan(spec)) for spec in specs]
+        if dry_run:
+            return SyncReport(reports, dry_run=True)
+        tasks = [t for r in reports for t in r.plan.fetch]
+        result = await fetch_all(self.files, self.fetcher, tasks, caller, concurrency=concurrency, progress=progress)
+        owner = {id(t): r for r in reports for t in r.plan.fetch}
+        for t in result.fetched:
+            rep = owner[id(t)]
+            rep.files_fetched += 1
+            rep.bytes_fetched += t.entry.size
+        for t, why in result.failed:
+            owner[id(t)].failed.append(f"{t.key}@{t.commit[:12]} {t.entry.path}: {why}")
+        await self.counters.flush()
+        return SyncReport(reports)
+
+    async def forever(self, interval: float) -> None:
+        """The daemon's scheduled sync (`[sync] interval` seconds apart). A round is
+        skipped when a CLI sync holds the lock; errors are logged and the loop goes on."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self.lock.held_async():
+                    report = await self.run()
+                log.info("%s", summary_line(report))
+                for failure in report.failures:
+                    log.warning("sync: %s", failure)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the loop must survive any one round
+                log.warning("scheduled sync skipped: %s", getattr(exc, "message", exc))

@@ -1,0 +1,41 @@
+"""The caller of a request: who is asking, parsed once at the edge.
+
+A `Caller` travels from the HTTP middleware (or the CLI, for `pull` and `sync`) down to
+every layer that decides something about the caller: access checks of gated and private
+repos, the upstream credential, stickiness of canary splits, audit records. Layers never
+see raw headers. Pure value object: no I/O, no aiohttp.
+
+Fields filled today: the Hub token (forwarded upstream for gated and private repos, never
+logged), the client address and `X-Client-Id`. The mirror-token middleware of access
+control adds `principal` (who the mirror token names) without touching any other layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    hub_token: str | None = None  # the caller's own Hub token, passed upstream as is
+    address: str = ""  # the client's address as the server saw it
+    client_id: str = ""  # X-Client-Id, when the client sent one
+    principal: str = ""  # the mirror identity (access control); "" = anonymous
+
+    @property
+    def fingerprint(self) -> str:
+        """A stable, non-reversible name of the Hub token (memo and coalescing keys)."""
+        return token_fingerprint(self.hub_token)
+
+    def __repr__(self) -> str:  # never print the token
+        return f"Caller(address={self.address!r}, client_id={self.client_id!r}, token={self.fingerprint})"
+
+
+def token_fingerprint(token: str | None) -> str:
+    if not token:
+        return "anonymous"
+    return hashlib.sha256(b"model-mirror token\0" + token.encode()).hexdigest()[:24]
+
+
+ANONYMOUS = Caller()

@@ -1,0 +1,85 @@
+"""Origins: where a cache fill gets the bytes of a file it does not hold.
+
+A miss asks an ordered list of origins (built in the composition root, node.py): today
+the upstream Hub (`UpstreamOrigin`); next LAN peers, an object-storage tier. Each origin
+delivers the bytes it can into the fill's `Sink`, in file order, starting at
+`sink.offset` (what earlier origins or an earlier run already delivered). The fill's
+followers stream from the sink's spool behind the hold-back whichever origin feeds it.
+
+Verification happens in one place whatever the origin: the sink hashes every byte it
+accepts, and the `Fetcher` (resolve/fill.py) compares the whole file's digest (sha256,
+or the git blob sha1) with the listed identity before a single held-back byte is
+released or anything is stored. Where an origin has chunks by id (a peer's signed
+manifest), `Sink.write_chunk` also checks each chunk's blake3 before accepting it.
+
+Contract of `Origin.fill(target, sink, caller)`:
+- write bytes [sink.offset, target.size) into the sink, in order, as far as it can;
+- return when it has nothing more to give (it may have written nothing, or a part: the
+  next origin continues from `sink.offset`);
+- raise MirrorError when it failed; the Fetcher then asks the next origin, and the
+  error of the last origin asked is the fill's error when no origin completed the file.
+An origin never writes past `target.size` (the sink refuses it).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+from mirror.caller import Caller
+from mirror.errors import IntegrityError, UpstreamError
+from mirror.resolve.spool import FillTarget, SpoolWriter
+from mirror.store.chunkstore import chunk_id_of
+
+
+class Sink:
+    """The write side of one fill: hashes and spools pieces in order, off the loop."""
+
+    def __init__(self, fd: int, hasher: object, offset: int, size: int, on_written: Callable[[int, bytes], None]) -> None:
+        self._fd = fd
+        self._hasher = hasher
+        self._size = size
+        self._on_written = on_written
+        self._writer: SpoolWriter | None = None
+        self._offset = offset
+
+    @property
+    def offset(self) -> int:
+        """Where the next piece goes (bytes delivered so far, counting submitted ones)."""
+        return self._writer.offset if self._writer is not None else self._offset
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def write(self, piece: bytes) -> None:
+        """Append `piece` at `offset`. Raises UpstreamError past the file's size."""
+        if self.offset + len(piece) > self._size:
+            raise UpstreamError("origin sent more bytes than the file size")
+        if self._writer is None:
+            self._writer = SpoolWriter(self._fd, self._hasher, self._offset, self._on_written)
+        await self._writer.submit(piece)
+
+    async def write_chunk(self, chunk_id: str, raw: bytes) -> None:
+        """Append one chunk after checking it against its id (blake3); a mismatch is
+        refused (IntegrityError) and nothing of it is written."""
+        if chunk_id_of(raw) != chunk_id:
+            raise IntegrityError(f"chunk {chunk_id[:16]} does not match its blake3 id")
+        await self.write(raw)
+
+    async def drain(self) -> None:
+        """Wait until every accepted piece is written (bytes that arrived before a
+        failure are good: the next origin resumes after them)."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            try:
+                await writer.drain()
+            finally:
+                self._offset = writer.offset
+
+
+class Origin(Protocol):
+    name: str
+
+    async def fill(self, target: FillTarget, sink: Sink, caller: Caller) -> None:
+        """Deliver what this origin has of bytes [sink.offset, target.size) (module
+        docstring: the contract)."""
