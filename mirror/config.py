@@ -53,6 +53,9 @@ class StoreConfig:
     compression: bool = True
     # Worker threads for chunking, hashing, compression and decompression.
     workers: int = 2
+    # Free space kept on the data volume: a fill starts only when the file fits (spool
+    # and chunks) above it; below it, misses stream from upstream uncached.
+    min_free: str = "1G"
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,8 @@ from mirror.admin.bundle_import import BundleImporter
 from mirror.admin.export import Exporter
 from mirror.catalog import Catalog
 from mirror.clock import Clock, SystemClock
-from mirror.config import Config
+from mirror.config import Config, parse_size
+from mirror.errors import StorageError
 from mirror.flock import FileLock
 from mirror.ingest import Ingestor
 from mirror.keys import NodeKey
@@ -67,6 +68,7 @@ from mirror.store.leases import LeaseTable
 from mirror.store.localfs import LocalBackend
 from mirror.store.packs import PackStore
 from mirror.store.reader import ChunkReader
+from mirror.store.space import SpaceGuard
 from mirror.sync.run import Syncer
 from mirror.upstream.client import HubClient
 
@@ -105,6 +107,7 @@ class Node:
     hub: HubClient
     access: Access
     metadata: Metadata
+    space: SpaceGuard
     fetcher: Fetcher
     files: Files
     passthrough: Passthrough
@@ -126,12 +129,22 @@ class Node:
         interval = self.archiver.policy.interval
         if interval > 0:
             self.scheduler.spawn(self.lifecycle.forever(interval), name="lifecycle")
+        # Short of space: evict and collect now, whatever the lifecycle schedule.
+        self.space.on_low = lambda: self.scheduler.spawn(self.lifecycle.relieve(), name="relieve")
 
     async def _flush_loop(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
             try:
                 await self.catalog.meta.flush()
+                if failing:
+                    log.info("access records are written again")
+                failing = False
+            except StorageError as exc:
+                if not failing:  # one line per episode, not one every two seconds
+                    log.warning("cannot write access records (%s); will retry", exc.message)
+                failing = True
             except Exception:
                 log.exception("flushing access records failed; will retry")
 
@@ -162,7 +175,8 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     catalog = await Catalog.open(layout.catalog_db, clock)
     try:
         key = NodeKey.load_or_create(layout.keys)
-        await catalog.meta.trust(key.public_hex, "this node")
+        if key.public_hex not in await catalog.meta.trusted():  # no write at each start: a full disk must not stop one
+            await catalog.meta.trust(key.public_hex, "this node")
     except BaseException:
         await catalog.close()  # a refused key must not leak the catalog's connection
         raise
@@ -181,9 +195,10 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     hub = HubClient(config.upstream)
     access = Access(hub, catalog.repos, clock, config.cache.auth_ttl)
     metadata = Metadata(hub, catalog.repos, clock, config.cache, access)
+    space = SpaceGuard(layout.root, parse_size(config.store.min_free), clock)
     origins: list[Origin] = [UpstreamOrigin(hub, config.upstream.max_resumes)]
-    fetcher = Fetcher(origins, ingestor, catalog.repos, catalog.meta, layout, scheduler, max_fills=config.server.max_cold_fetches)
-    files = Files(metadata, access, fetcher, catalog.content, catalog.meta, store, reader, clock)
+    fetcher = Fetcher(origins, ingestor, catalog.repos, catalog.meta, layout, scheduler, space, max_fills=config.server.max_cold_fetches)
+    files = Files(metadata, access, fetcher, catalog.content, catalog.meta, store, reader, hub, clock)
     node = Node(
         config=config, clock=clock, layout=layout, store=store, packs=packs, catalog=catalog, key=key,
         executor=executor, write_executor=write_executor, leases=leases, ingestor=ingestor, reader=reader,
@@ -192,7 +207,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         lifecycle=LifecycleJob(archiver, evictor, collector),
         bundles=BundleImporter(store, ingestor, catalog.repos, catalog.meta),
         exporter=Exporter(catalog, store, key, clock, executor),
-        hub=hub, access=access, metadata=metadata, fetcher=fetcher, files=files,
+        hub=hub, access=access, metadata=metadata, space=space, fetcher=fetcher, files=files,
         passthrough=Passthrough(hub, catalog.repos, catalog.api, access),
         syncer=Syncer(metadata, files, fetcher, catalog.repos, catalog.meta, config.sync,
                       FileLock(layout.lock_path("sync"), "sync is already running")),

@@ -6,6 +6,7 @@ project lives in this package.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from mirror.catalog.apicache import ApiCache
@@ -17,8 +18,11 @@ from mirror.catalog.pins import PinCatalog
 from mirror.catalog.repos import RepoCatalog, RepoRow
 from mirror.catalog.usage import UsageCatalog
 from mirror.clock import Clock, SystemClock
+from mirror.errors import StorageError
 
 __all__ = ["Catalog", "StoreStats", "RepoRow"]
+
+log = logging.getLogger("mirror.catalog")
 
 
 class Catalog:
@@ -38,5 +42,11 @@ class Catalog:
         return cls(await Database.open(path), clock or SystemClock())
 
     async def close(self) -> None:
-        await self.meta.flush()
-        await self.db.close()
+        """Flush batched records and close. Records a full disk refuses are dropped
+        with one log line (access times and counters; nothing that serving needs)."""
+        try:
+            await self.meta.flush()
+        except StorageError as exc:
+            log.warning("closing the catalog without its last access records: %s", exc.message)
+        finally:
+            await self.db.close()

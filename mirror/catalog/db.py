@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import sqlite3
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Iterable, Iterator
 
 import aiosqlite
 
@@ -70,34 +70,44 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on error."""
+        """A write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on error. A
+        full or failing disk surfaces as StorageError, with nothing committed."""
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            with _disk_errors():
+                await self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
+                with _disk_errors():
+                    yield self._conn
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                try:
+                    await self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite rolled back by itself (a full disk aborts the transaction)
                 raise
             else:
-                await self._conn.execute("COMMIT")
+                with _disk_errors():
+                    await self._conn.execute("COMMIT")
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         async with self._lock:
-            cur = await self._conn.execute(sql, tuple(params))
-            rows = await cur.fetchall()
-            await cur.close()
+            with _disk_errors():
+                cur = await self._conn.execute(sql, tuple(params))
+                rows = await cur.fetchall()
+                await cur.close()
             return list(rows)
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
         async with self._lock:
-            cur = await self._conn.execute(sql, tuple(params))
-            row = await cur.fetchone()
-            await cur.close()
+            with _disk_errors():
+                cur = await self._conn.execute(sql, tuple(params))
+                row = await cur.fetchone()
+                await cur.close()
             return row
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
         async with self._lock:
-            await self._conn.execute(sql, tuple(params))
+            with _disk_errors():
+                await self._conn.execute(sql, tuple(params))
 
     async def integrity_check(self) -> list[str]:
         rows = await self.fetchall("PRAGMA integrity_check")
@@ -105,6 +115,22 @@ class Database:
         rows = await self.fetchall("PRAGMA foreign_key_check")
         problems += [f"foreign key: {tuple(r)}" for r in rows]
         return problems
+
+
+_DISK_ERRORS = ("full", "disk i/o", "readonly", "read-only", "unable to open")
+
+
+@contextlib.contextmanager
+def _disk_errors() -> Iterator[None]:
+    """SQLite's words for a full, failing or read-only disk become StorageError (one
+    line for the CLI, 507 at the edge); other SQLite errors stay bugs."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        text = str(exc).lower()
+        if any(word in text for word in _DISK_ERRORS):
+            raise StorageError(f"catalog: {exc}") from None
+        raise
 
 
 async def _run_script(conn: aiosqlite.Connection, script: str) -> None:

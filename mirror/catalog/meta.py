@@ -46,6 +46,18 @@ class MetaCatalog:
         access, self._pending_access = self._pending_access, {}
         if not counters and not access:
             return
+        try:
+            await self._write(counters, access)
+        except BaseException:
+            # Keep what could not be written (a full disk): the next flush retries it.
+            for k, v in counters.items():
+                self._pending_counters[k] = self._pending_counters.get(k, 0) + v
+            for key, (t, h) in access.items():
+                old = self._pending_access.get(key)
+                self._pending_access[key] = (max(t, old[0]), h + old[1]) if old else (t, h)
+            raise
+
+    async def _write(self, counters: dict[str, int], access: dict[tuple[int, str], tuple[float, int]]) -> None:
         async with self.db.transaction() as c:
             await c.executemany(
                 "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",

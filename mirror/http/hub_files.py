@@ -60,6 +60,8 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
         rng = None  # a stale validator: RFC 9110 says send the whole file
     start, end = rng if rng is not None else (0, entry.size)
     source = await files.open(res, entry, caller)
+    if source.kind == "direct":
+        headers["X-Mirror-Cache"] = "bypass; the mirror is short of disk space and does not keep this file"
     resp = web.StreamResponse(status=206 if rng is not None else 200, headers=headers)
     resp.content_length = end - start
     if rng is not None:

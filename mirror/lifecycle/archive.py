@@ -30,7 +30,7 @@ from mirror.catalog.repos import RepoCatalog
 from mirror.clock import Clock
 from mirror.errors import ChunkMissing, RevisionNotFound, UsageError
 from mirror.flock import FileLock
-from mirror.lifecycle.policy import Graph, Policy, cold_revisions, load_graph
+from mirror.lifecycle.policy import Graph, Policy, cold_revisions, flush_access, load_graph
 from mirror.model import RepoKey
 from mirror.store.chunker import sniff_group_width
 from mirror.store.chunkstore import ChunkStore
@@ -106,7 +106,7 @@ class Archiver:
             return await self._archive(policy, older_than, dry_run)
 
     async def _archive(self, policy: Policy, older_than: float | None, dry_run: bool) -> ArchiveReport:
-        await self.catalog.meta.flush()
+        await flush_access(self.catalog)
         if not dry_run:
             self.packs.remove_stale_temps()  # of a run killed at step 1
         lc = self.catalog.lifecycle
@@ -258,7 +258,7 @@ class Archiver:
         policy = policy or self.policy
         if policy.thaw_after_hits <= 0:
             return 0
-        await self.catalog.meta.flush()
+        await flush_access(self.catalog)
         n = 0
         for r in await self.catalog.lifecycle.revisions():
             if r.archived and r.hits - r.hits_at_archive >= policy.thaw_after_hits:

@@ -19,7 +19,7 @@ from mirror.catalog import Catalog
 from mirror.clock import Clock
 from mirror.errors import StorageError
 from mirror.flock import FileLock
-from mirror.lifecycle.policy import Policy, Watermark, load_graph
+from mirror.lifecycle.policy import Policy, Watermark, flush_access, load_graph
 from mirror.store.chunkstore import ChunkStore
 
 log = logging.getLogger("mirror.lifecycle")
@@ -65,7 +65,7 @@ class Evictor:
             return await self._evict(policy, dry_run)
 
     async def _evict(self, policy: Policy, dry_run: bool) -> EvictReport:
-        await self.catalog.meta.flush()
+        await flush_access(self.catalog)
         used, high, low = await self.usage(policy)
         rep = EvictReport(used, high, low)
         if used <= high:

@@ -28,7 +28,7 @@ from mirror import crashpoints
 from mirror.catalog import Catalog
 from mirror.clock import Clock
 from mirror.flock import FileLock
-from mirror.lifecycle.policy import Policy
+from mirror.lifecycle.policy import Policy, flush_access
 from mirror.store.chunkstore import ChunkStore
 from mirror.store.leases import LeaseTable
 from mirror.store.packs import PackStore, PackWriter
@@ -72,7 +72,7 @@ class Collector:
             return await self._gc(policy, dry_run)
 
     async def _gc(self, policy: Policy, dry_run: bool) -> GcReport:
-        await self.catalog.meta.flush()
+        await flush_access(self.catalog)
         lc = self.catalog.lifecycle
         loop = asyncio.get_running_loop()
         rep = GcReport(dry_run=dry_run)

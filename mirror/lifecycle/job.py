@@ -32,6 +32,21 @@ class LifecycleJob:
             "gc": await self.collector.gc(),
         }
 
+    async def relieve(self) -> None:
+        """Evict above the watermarks, then collect: run when the data volume runs short
+        of space (store/space.py), not on a schedule."""
+        try:
+            evicted = await self.evictor.evict()
+            collected = await self.collector.gc()
+            log.info("space relief: evicted %d revisions, deleted %d chunk files (%d bytes)",
+                     len(evicted.evicted), collected.chunk_files_deleted, collected.bytes_freed)
+        except LockBusy:
+            log.info("space relief: another lifecycle operation holds the lock; skipped")
+        except MirrorError as exc:
+            log.warning("space relief failed: %s", exc.message)
+        except Exception:
+            log.exception("space relief failed")
+
     async def forever(self, interval: float) -> None:
         """`run_once` every `interval` seconds until cancelled."""
         while True:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from mirror.catalog import Catalog
 from mirror.catalog.lifecycle import Revision
 from mirror.config import ConfigError, LifecycleConfig, parse_duration, parse_size
+from mirror.errors import StorageError
 
 log = logging.getLogger("mirror.lifecycle")
 
@@ -110,5 +111,14 @@ def cold_revisions(graph: Graph, policy: Policy, now: float, older_than: float |
 async def revision_access(catalog: Catalog, repo: int) -> dict[str, tuple[float, int]]:
     """commit -> (last access, hits) of a repo, including accesses not yet flushed; for
     `mirror ls` / `mirror show`."""
-    await catalog.meta.flush()
+    await flush_access(catalog)
     return await catalog.meta.access_of(repo)
+
+
+async def flush_access(catalog: Catalog) -> None:
+    """Write batched access records before a policy decision reads them. On a full disk
+    the decision goes ahead on what is stored (relief must not need space to start)."""
+    try:
+        await catalog.meta.flush()
+    except StorageError as exc:
+        log.warning("lifecycle: deciding on stored access records (%s)", exc.message)

@@ -2,7 +2,8 @@
 
 Sources, best first: the chunk store (a manifest whose chunks are all present), then a
 fill (resolve/fill.py), running or started now, which streams from its spool behind the
-hold-back. A Range on a file that is not stored is served from that fill too: every byte
+hold-back; when the data volume has no room for a fill, a direct stream from upstream
+that is verified the same way but not kept (resolve/direct.py). A Range on a file that is not stored is served from that fill too: every byte
 a client gets is either verified content or fill bytes behind the hold-back, never a
 byte from upstream that a later check could reject (threat-model U1; a client that
 resumes with Range cannot stitch a wrong file), and a resume during a running fill
@@ -20,14 +21,16 @@ from mirror.caller import Caller
 from mirror.catalog.content import ContentCatalog
 from mirror.catalog.meta import MetaCatalog
 from mirror.clock import Clock
-from mirror.errors import ChunkMissing, CorruptChunk, EntryNotFound, MirrorError
+from mirror.errors import ChunkMissing, CorruptChunk, EntryNotFound, MirrorError, StorageError
 from mirror.manifest import Manifest
 from mirror.model import FileEntry, RepoKey
 from mirror.resolve.access import Access
+from mirror.resolve.direct import DirectSource
 from mirror.resolve.fill import Fetcher, Fill, FillTarget
 from mirror.resolve.metadata import Metadata, Resolved
 from mirror.store.chunkstore import ChunkStore
 from mirror.store.reader import ChunkReader
+from mirror.upstream.client import HubClient
 
 log = logging.getLogger("mirror.files")
 
@@ -72,10 +75,20 @@ class StoreSource:
 @dataclass
 class FillSource:
     fill: Fill
+    # When the fill stops for lack of space, the client's stream goes on from upstream.
+    fallback: Callable[[], DirectSource]
     kind: str = "fill"
 
-    def iter(self, start: int, end: int) -> AsyncIterator[bytes | memoryview]:
-        return self.fill.stream(start, end)
+    async def iter(self, start: int, end: int) -> AsyncIterator[bytes | memoryview]:
+        pos = start
+        try:
+            async for piece in self.fill.stream(start, end):
+                pos += len(piece)
+                yield piece
+        except StorageError as exc:
+            log.warning("%s; going on with %s from upstream uncached", exc.message, self.fill.target.entry.path)
+            async for piece in self.fallback().iter(pos, end):
+                yield piece
 
 
 class Files:
@@ -88,6 +101,7 @@ class Files:
         usage: MetaCatalog,
         store: ChunkStore,
         reader: ChunkReader,
+        hub: HubClient,
         clock: Clock,
     ) -> None:
         self.metadata = metadata
@@ -97,6 +111,7 @@ class Files:
         self.usage = usage
         self.store = store
         self.reader = reader
+        self.hub = hub
         self.clock = clock
         self._present: dict[str, float] = {}
 
@@ -116,12 +131,24 @@ class Files:
             return StoreSource(man, self.reader, self.forget)
         fill = self.fetcher.active(entry.identity)
         if fill is None or (fill.done.is_set() and not fill.verified):
-            fill = self.fetcher.start(FillTarget(res.key, res.commit, entry), caller)
+            try:
+                fill = self.fetcher.start(FillTarget(res.key, res.commit, entry), caller)
+            except StorageError as exc:
+                return await self._direct(res, entry, caller, exc)
         if not fill.written and not fill.verified:
             await fill.wait_started(_FIRST_BYTE_WAIT)
+            if isinstance(fill.error, StorageError) and not fill.written:
+                return await self._direct(res, entry, caller, fill.error)
             if fill.error is not None and not fill.written:
                 raise _replay(fill.error)
-        return FillSource(fill)
+        return FillSource(fill, lambda: DirectSource(self.hub, res.key, res.commit, entry, caller))
+
+    async def _direct(self, res: Resolved, entry: FileEntry, caller: Caller, why: StorageError) -> DirectSource:
+        """The node cannot store this file now: stream it to this client uncached."""
+        log.warning("%s; streaming %s %s from upstream uncached", why.message, res.key, entry.path)
+        direct = DirectSource(self.hub, res.key, res.commit, entry, caller)
+        await direct.open()
+        return direct
 
     def forget(self, identity: str, cause: MirrorError | None = None) -> None:
         """Stop trusting the stored copy of a content; a rotten chunk is quarantined

@@ -30,7 +30,7 @@ from mirror import crashpoints
 from mirror.caller import ANONYMOUS, Caller
 from mirror.catalog.meta import MetaCatalog
 from mirror.catalog.repos import RepoCatalog
-from mirror.errors import HashMismatch, LockBusy, MirrorError, Overloaded, UpstreamError, UpstreamUnavailable
+from mirror.errors import HashMismatch, LockBusy, MirrorError, Overloaded, StorageError, UpstreamError, UpstreamUnavailable
 from mirror.flock import FileLock
 from mirror.ingest import Ingestor, identity_hasher
 from mirror.resolve.origin import Origin, Sink
@@ -38,6 +38,7 @@ from mirror.resolve.spool import FillTarget, fsync_path, hash_prefix, read_recor
 from mirror.scheduler import Scheduler
 from mirror.singleflight import SingleFlight
 from mirror.store.layout import Layout
+from mirror.store.space import SpaceGuard
 
 log = logging.getLogger("mirror.fill")
 
@@ -116,6 +117,8 @@ class Fill:
         try:
             pos = start
             while pos < end:
+                if isinstance(self.error, StorageError):
+                    raise StorageError(self.error.message)  # the edge may go on uncached
                 if self.error is not None:
                     raise UpstreamError(f"upstream fetch failed: {self.error.message}")
                 limit = end if self.verified else min(self.readable(), own_tail)
@@ -158,17 +161,20 @@ class Fetcher:
         counters: MetaCatalog,
         layout: Layout,
         scheduler: Scheduler,
+        space: SpaceGuard,
         *,
         max_fills: int,
     ) -> None:
         """`origins` are asked in order for the bytes of each miss; `max_fills` fills
-        may run at once before new ones are shed with 429."""
+        may run at once before new ones are shed with 429; a fill starts only when
+        `space` has room for it (StorageError otherwise)."""
         self.origins = list(origins)
         self.ingestor = ingestor
         self.repos = repos
         self.counters = counters
         self.layout = layout
         self.scheduler = scheduler
+        self.space = space
         self.max_fills = max_fills
         self._fills: SingleFlight[str, Fill] = SingleFlight()
 
@@ -184,6 +190,8 @@ class Fetcher:
             running = sum(1 for f in self._fills.values() if not f.done.is_set())
             if running >= self.max_fills:
                 raise Overloaded("mirror is busy filling its cache; retry shortly", retry_after=2)
+            if not self.space.room_for(target.size):
+                raise StorageError(f"not enough free space to cache {target.entry.path} ({target.size} bytes)")
             spool, meta = self.layout.spool_paths(target.identity)
             fill = Fill(target, spool, meta)
             self._lock_spool(fill)
@@ -224,7 +232,10 @@ class Fetcher:
             # durability matters only to the ingest, so its fsync runs after.
             fill.verified = True
             fill.notify()
-            await asyncio.get_running_loop().run_in_executor(None, fsync_path, fill.spool)
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, fsync_path, fill.spool)
+            except OSError as exc:
+                raise StorageError(f"cannot sync the spool: {os.strerror(exc.errno or 5)}") from None
             self._write_meta(fill, verified=True)
             crashpoints.hit("fill.verified")
             fill.notify()
@@ -239,6 +250,13 @@ class Fetcher:
             if isinstance(exc, HashMismatch):
                 log.error("integrity: %s %s@%s %s: %s; nothing kept", t.key, t.commit[:12], t.entry.path, t.identity, exc)
                 self._drop_spool(fill)
+            elif isinstance(exc, StorageError):
+                # Out of space: drop what was spooled (keeping it would keep the disk
+                # full across restarts); the file is fetched again when there is room.
+                log.warning("fill of %s %s stopped: %s; spool dropped", t.key, t.entry.path, exc.message)
+                self._drop_spool(fill)
+                self.space.forget()
+                self.space.relieve()
             else:
                 log.warning("fill of %s %s failed: %s", t.key, t.entry.path, exc.message)
             self._fail(fill)
@@ -268,6 +286,11 @@ class Fetcher:
             await self.ingestor.ingest_path(fill.spool, t.identity, verified=True)
             crashpoints.hit("fill.ingested")
             self._drop_spool(fill)
+        except StorageError as exc:
+            log.warning("ingest of %s %s stopped: %s; spool dropped, the file is fetched again when there is room", t.key, t.entry.path, exc.message)
+            self._drop_spool(fill)
+            self.space.forget()
+            self.space.relieve()
         except Exception:
             log.exception("ingest of %s failed; the verified spool is kept and retried at start", t.identity)
         finally:
@@ -307,11 +330,18 @@ class Fetcher:
                 try:
                     await origin.fill(t, sink, caller)
                     error = None
+                except StorageError:
+                    raise  # the spool cannot take more bytes: no origin can help
                 except MirrorError as exc:
                     error = exc
                     log.info("origin %s could not complete %s (%s)", origin.name, t.entry.path, exc.message)
                 finally:
-                    await sink.drain()
+                    try:
+                        await sink.drain()
+                    except StorageError:
+                        pass  # raised already, or raised by the check below
+            if sink.broken is not None:
+                raise sink.broken
             if sink.offset < t.size:
                 raise error or UpstreamUnavailable(f"no origin has {t.entry.path}")
             actual = hasher.hexdigest()
@@ -324,7 +354,10 @@ class Fetcher:
     # --- spool bookkeeping -----------------------------------------------------------------
 
     def _write_meta(self, fill: Fill, *, verified: bool) -> None:
-        write_record(fill.meta, fill.target, verified)
+        try:
+            write_record(fill.meta, fill.target, verified)
+        except OSError as exc:
+            raise StorageError(f"cannot write the spool record: {os.strerror(exc.errno or 5)}") from None
 
     def _drop_spool(self, fill: Fill) -> None:
         for p in (fill.spool, fill.meta):
@@ -359,11 +392,16 @@ class Fetcher:
                 self._fills.start(target.identity, lambda f=fill: f)  # type: ignore[misc]
                 self.scheduler.spawn(self._ingest(fill), name=f"ingest {target.identity[:20]}")
                 continue
+            if not self.space.room_for(entry.size):
+                log.warning("dropping the partial spool of %s %s: not enough free space to resume it", target.key, entry.path)
+                for p in (meta_path, spool):
+                    p.unlink(missing_ok=True)
+                continue
             row = await self.repos.get_repo(target.key)
             # A gated or private repo needs a caller's token: it resumes on the next request.
             if row is not None and not row.private and not row.gated:
                 log.info("resuming interrupted fill of %s %s", target.key, entry.path)
                 try:
                     self.start(target, ANONYMOUS)
-                except Overloaded:
-                    pass  # another process owns it, or too many fills: resumed on request
+                except (Overloaded, StorageError):
+                    pass  # another process owns it, too many fills, or no room: resumed on request

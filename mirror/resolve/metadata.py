@@ -20,7 +20,7 @@ from mirror.caller import Caller
 from mirror.catalog.repos import RepoCatalog
 from mirror.clock import Clock
 from mirror.config import CacheConfig
-from mirror.errors import UpstreamError
+from mirror.errors import StorageError, UpstreamError
 from mirror.model import FileEntry, RepoKey
 from mirror.resolve.access import Access
 from mirror.singleflight import SingleFlight
@@ -103,10 +103,14 @@ class Metadata:
             info = strip_xet(info)
             private = bool(info.get("private"))
             gated = info.get("gated") or ""
-            await self.repos.set_repo_info(key, private=private, gated=str(gated) if gated else "", info=None)
-            await self.repos.set_commit_info(repo, info["sha"], info)
-            if not FULL_SHA.fullmatch(rev):
-                await self.repos.set_ref(repo, rev, info["sha"])
+            try:
+                await self.repos.set_repo_info(key, private=private, gated=str(gated) if gated else "", info=None)
+                await self.repos.set_commit_info(repo, info["sha"], info)
+                if not FULL_SHA.fullmatch(rev):
+                    await self.repos.set_ref(repo, rev, info["sha"])
+            except StorageError as exc:
+                # A full disk: the answer is good, it just cannot be remembered.
+                log.warning("not caching repo info of %s: %s", key, exc.message)
             if private and not gated:
                 # Upstream just showed this private repo to this token.
                 self.access.remember(key, caller)
@@ -124,7 +128,10 @@ class Metadata:
 
         async def fetch() -> dict[str, FileEntry]:
             entries = await self._fetch_tree(res.key, res.commit, caller)
-            await self.repos.put_listing(res.repo, res.commit, entries)
+            try:
+                await self.repos.put_listing(res.repo, res.commit, entries)
+            except StorageError as exc:
+                log.warning("not caching the listing of %s@%s: %s", res.key, res.commit[:12], exc.message)
             return {e.path: e for e in entries}
 
         return await self._flights.share(("tree", res.key, res.commit, caller.fingerprint), fetch)  # type: ignore[no-any-return]

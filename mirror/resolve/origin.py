@@ -23,10 +23,12 @@ An origin never writes past `target.size` (the sink refuses it).
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import Callable, Protocol
 
 from mirror.caller import Caller
-from mirror.errors import IntegrityError, UpstreamError
+from mirror.errors import IntegrityError, StorageError, UpstreamError
 from mirror.resolve.spool import FillTarget, SpoolWriter
 from mirror.store.chunkstore import chunk_id_of
 
@@ -41,6 +43,7 @@ class Sink:
         self._on_written = on_written
         self._writer: SpoolWriter | None = None
         self._offset = offset
+        self._broken: StorageError | None = None
 
     @property
     def offset(self) -> int:
@@ -48,16 +51,28 @@ class Sink:
         return self._writer.offset if self._writer is not None else self._offset
 
     @property
+    def broken(self) -> StorageError | None:
+        """The write error that made the spool unusable, if one happened."""
+        return self._broken
+
+    @property
     def size(self) -> int:
         return self._size
 
     async def write(self, piece: bytes) -> None:
-        """Append `piece` at `offset`. Raises UpstreamError past the file's size."""
+        """Append `piece` at `offset`. Raises UpstreamError past the file's size, and
+        StorageError once a write failed (the spool and its hash are then unusable)."""
+        if self._broken is not None:
+            raise self._broken
         if self.offset + len(piece) > self._size:
             raise UpstreamError("origin sent more bytes than the file size")
         if self._writer is None:
             self._writer = SpoolWriter(self._fd, self._hasher, self._offset, self._on_written)
-        await self._writer.submit(piece)
+        try:
+            await self._writer.submit(piece)
+        except OSError as exc:
+            self._broken = _storage_error(exc)
+            raise self._broken from None
 
     async def write_chunk(self, chunk_id: str, raw: bytes) -> None:
         """Append one chunk after checking it against its id (blake3); a mismatch is
@@ -73,8 +88,15 @@ class Sink:
             writer, self._writer = self._writer, None
             try:
                 await writer.drain()
+            except OSError as exc:
+                self._broken = _storage_error(exc)
+                raise self._broken from None
             finally:
-                self._offset = writer.offset
+                self._offset = writer.retired
+
+
+def _storage_error(exc: OSError) -> StorageError:
+    return StorageError(f"cannot write the spool: {os.strerror(exc.errno or errno.EIO)}")
 
 
 class Origin(Protocol):

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from mirror.caller import Caller
 from mirror.catalog.apicache import ApiCache
 from mirror.catalog.repos import RepoCatalog
-from mirror.errors import UpstreamError
+from mirror.errors import StorageError, UpstreamError
 from mirror.model import RepoKey
 from mirror.resolve.access import Access
 from mirror.resolve.metadata import strip_xet
@@ -48,5 +48,9 @@ class Passthrough:
             parts = urlsplit(reply.link_next)
             link = parts.path + (f"?{parts.query}" if parts.query else "")
         if key is not None:
-            await self.answers.put(cache_key, repo, json.dumps(data), link)
+            try:
+                await self.answers.put(cache_key, repo, json.dumps(data), link)
+            except StorageError:
+                pass  # a full disk: answered, not remembered
+
         return data, link, False

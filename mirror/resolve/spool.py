@@ -81,6 +81,9 @@ class SpoolWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self._inflight: deque[tuple[Future[None], int, bytes]] = deque()
         self._bytes = 0
+        # End of the last piece known written, in order: the truth after a failed write
+        # (`offset` also counts pieces submitted but never written).
+        self.retired = offset
 
     async def submit(self, piece: bytes) -> None:
         fut = self._pool.submit(_write_and_hash, self.fd, piece, self.offset, self.hasher)
@@ -98,6 +101,7 @@ class SpoolWriter:
             fut, off, piece = self._inflight.popleft()
             self._bytes -= len(piece)
             fut.result()
+            self.retired = off + len(piece)
             self.on_written(off, piece)
 
     async def drain(self) -> None:
