@@ -32,6 +32,9 @@ class RepoRow:
     private: bool
     gated: str
     info: dict[str, Any] | None
+    # Whether upstream's private/gated flags were ever recorded (`info_at` set); a row
+    # made by an import has flags that mean nothing yet.
+    known: bool = True
 
 
 class RepoCatalog:
@@ -211,4 +214,6 @@ class RepoCatalog:
 
 def _repo_row(row: Any) -> RepoRow:
     info = json.loads(row["info_json"]) if row["info_json"] else None
-    return RepoRow(row["id"], RepoKey(row["repo_type"], row["repo_id"]), bool(row["private"]), row["gated"], info)
+    return RepoRow(
+        row["id"], RepoKey(row["repo_type"], row["repo_id"]), bool(row["private"]), row["gated"], info, row["info_at"] is not None
+    )

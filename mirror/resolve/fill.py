@@ -31,7 +31,7 @@ from typing import AsyncIterator, Coroutine
 from mirror import crashpoints
 from mirror.catalog import Catalog
 from mirror.config import Config
-from mirror.errors import HashMismatch, MirrorError, Overloaded, UpstreamError, UpstreamUnavailable
+from mirror.errors import HashMismatch, MirrorError, Overloaded, UpstreamCannotConnect, UpstreamError, UpstreamUnavailable
 from mirror.ingest import Ingestor, identity_hasher
 from mirror.resolve.spool import FillTarget, SpoolWriter, fsync_path, hash_prefix, read_record, write_record
 from mirror.store.layout import Layout
@@ -291,7 +291,9 @@ class Fetcher:
                     raise UpstreamUnavailable("upstream body ended early")
                 except (UpstreamUnavailable, UpstreamError, Overloaded) as exc:
                     failures += 1
-                    if failures > self.config.upstream.max_resumes:
+                    # No connection and nothing received: fail now, so the waiting client
+                    # gets a 502 before its timeout instead of a 200 that breaks off.
+                    if failures > self.config.upstream.max_resumes or (isinstance(exc, UpstreamCannotConnect) and not fill.written):
                         raise
                     if isinstance(exc, Overloaded):
                         # Upstream rate limit: this one fill waits for all of its clients,
