@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 from tests.hubenv import OTHER, TOKEN, raw, start_mirror  # isort: skip
@@ -40,6 +41,28 @@ def test_private_passthrough_answers_stay_private_when_upstream_is_down(hub: Fak
             status, h, body = raw(m.url + url, headers=ALICE)
             assert status == 200 and h.get("X-Mirror-Stale") == "1" and sha in body.decode()
         assert not any("SENTINEL" in line for line in m.log)
+    finally:
+        hub.up()
+        m.stop()
+
+
+def test_repo_made_private_later_has_its_new_answers_cached_as_private(hub: FakeHub, tmp_path: Path) -> None:
+    """Defect 1b, the other order: the repo's visibility was learned while it was public;
+    it turns private; an answer Alice fetches with her token after the auth TTL re-learns
+    the flags, so with upstream down nobody else gets that answer."""
+    first = hub.commit("acme/flip", {"config.json": b"1"})
+    m = start_mirror(tmp_path, hub, cache={"auth_ttl": 0.5})
+    try:
+        assert raw(m.url + "/api/models/acme/flip/refs")[0] == 200  # learned: public
+        hub.create_repo("acme/flip", private=True, readers=[TOKEN])
+        second = hub.commit("acme/flip", {"config.json": b"2"})
+        time.sleep(0.6)  # past cache.auth_ttl: the recorded flags are too old to trust
+        status, _h, body = raw(m.url + "/api/models/acme/flip/refs", headers=ALICE)
+        assert status == 200 and second in body.decode()
+        hub.down()
+        for hdrs, expected in (({}, 401), (BOB, 404)):
+            status, _h, body = raw(m.url + "/api/models/acme/flip/refs", headers=hdrs)
+            assert status == expected and second not in body.decode() and first not in body.decode()
     finally:
         hub.up()
         m.stop()

@@ -113,9 +113,11 @@ class Access:
         """Make sure the repo's visibility is recorded before an answer about it is
         cached; return its catalog id, or None when it cannot be learned now (then the
         answer must not be cached). Upstream answered this caller about the repo just
-        now, so a private repo's metadata is memoised for this token."""
+        now, so a private repo's metadata is memoised for this token. An answer fetched
+        with a token re-checks flags older than the auth TTL: a repo made private since
+        must not have its new answers cached as public ones."""
         row = await self.catalog.repos.get_repo(key)
-        if row is not None and row.known:
+        if row is not None and row.info_at is not None and (token is None or self.clock.now() - row.info_at < self.ttl):
             if row.private:
                 self.remember_metadata(key, token)
             return row.id
