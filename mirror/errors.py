@@ -107,9 +107,10 @@ class UpstreamUnavailable(UpstreamError):
 
 
 class UpstreamCannotConnect(UpstreamUnavailable):
-    """No connection to upstream could be made: refused, no route, no such host, a
-    connect timeout, or upstream was found so moments ago. Nothing was sent or received,
-    so an immediate retry is pointless: a fill with nothing written fails at once."""
+    """No usable connection to upstream: refused, no route, no such host, a connect
+    timeout, reset before any answer, or upstream was found so moments ago. Nothing was
+    received, so the failure is reported at once: a fill with nothing written fails
+    instead of retrying, and its client gets a 502 before its own timeout."""
 
     status = 502
 

@@ -58,6 +58,26 @@ def test_cold_file_with_upstream_refusing_fails_fast_with_json_502(hub: FakeHub,
         m.stop()
 
 
+def test_cold_file_with_upstream_resetting_fails_fast_with_json_502(hub: FakeHub, tmp_path: Path) -> None:
+    """Defect 6, the reset case: upstream takes the connection and drops it before any
+    answer. Nothing received: a JSON 502 at once, no retries with backoff."""
+    data = rand(MiB, 62)
+    hub.commit("org/m", {"model.safetensors": data})
+    m = start_mirror(tmp_path, hub, upstream={"max_resumes": 10})
+    try:
+        assert raw(m.url + "/org/m/resolve/main/model.safetensors", "HEAD")[0] == 200
+        hub.reset_connections(paths_glob="*/resolve/*")
+        status, h, body = raw(m.url + "/org/m/resolve/main/model.safetensors")
+        assert status == 502 and "reset the connection" in json.loads(body)["error"]
+        assert not [line for line in m.log if "retrying in" in line]
+        hub.clear_faults()
+        # A reset does not mark upstream down: the next request is fetched at once.
+        status, _h, body = raw(m.url + "/org/m/resolve/main/model.safetensors")
+        assert status == 200 and body == data
+    finally:
+        m.stop()
+
+
 def test_refused_private_redirect_names_the_setting(hub: FakeHub, tmp_path: Path) -> None:
     """Defect 7: the CDN hop goes to loopback and private redirects are off. The client
     gets a JSON 502 naming `upstream.allow_private_redirects`, without the internal

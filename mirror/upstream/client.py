@@ -206,6 +206,11 @@ class HubClient:
                 reason = _connect_failure(exc)
                 self.outages.mark(host, reason)
                 raise UpstreamCannotConnect(f"upstream unreachable: {reason}") from None
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                # Dropped before any answer (aiohttp already retried a reused connection
+                # once): nothing was received, so fail fast too; one reset does not make
+                # the host "down", so no outage mark.
+                raise UpstreamCannotConnect(f"upstream reset the connection before answering: {type(exc).__name__}") from None
             except (aiohttp.ClientError, OSError) as exc:
                 raise UpstreamUnavailable(f"upstream unreachable: {type(exc).__name__}") from None
             self.outages.clear(host)
