@@ -106,6 +106,31 @@ class UpstreamUnavailable(UpstreamError):
     status = 504
 
 
+class UpstreamCannotConnect(UpstreamUnavailable):
+    """No usable connection to upstream: refused, no route, no such host, a connect
+    timeout, reset before any answer, or upstream was found so moments ago. Nothing was
+    received, so the failure is reported at once: a fill with nothing written fails
+    instead of retrying, and its client gets a 502 before its own timeout."""
+
+    status = 502
+
+
+class RedirectRefused(UpstreamCannotConnect):
+    """Upstream redirected to a target the mirror's redirect policy refuses to connect
+    to (threat-model T12). Retrying gets the same redirect."""
+
+
+class UpstreamRejected(MirrorError):
+    """Upstream answered a 4xx that is not a not-found, auth or rate-limit answer (400,
+    405, 409, 422, ...): the request itself is wrong, so the client gets upstream's own
+    status and message rather than a 502."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = code
+
+
 class Overloaded(MirrorError):
     """The mirror sheds load; clients retry after `retry_after` seconds."""
 

@@ -192,7 +192,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     evictor = Evictor(catalog, store, clock, policy, lifecycle_lock)
     collector = Collector(catalog, store, packs, leases, clock, policy, lifecycle_lock)
 
-    hub = HubClient(config.upstream)
+    hub = HubClient(config.upstream, clock)
     access = Access(hub, catalog.repos, clock, config.cache.auth_ttl)
     metadata = Metadata(hub, catalog.repos, clock, config.cache, access)
     space = SpaceGuard(layout.root, parse_size(config.store.min_free), clock)

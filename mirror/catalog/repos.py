@@ -5,6 +5,10 @@
     commits(repo, sha, info_json, listed_at, created_at)
     files(repo, commit_sha, path, kind, oid, size, lfs_sha256, lfs_pointer)
 
+A repo's row is made when upstream has answered for it (repo info, a pass-through call),
+by an import, or by a configured sync: never for an id only a client named, so requests
+for junk ids leave nothing behind (the resolver asks `repo_id(key, create=False)`).
+
 A commit's listing is immutable once written, so it is cached in memory without expiry
 (bounded LRU); refs are mutable and the resolver decides their freshness by `checked_at`.
 """
@@ -31,6 +35,13 @@ class RepoRow:
     private: bool
     gated: str
     info: dict[str, Any] | None
+    # When upstream's private/gated flags were last recorded (wall clock); None for a
+    # row made by an import or a sync plan, whose flags mean nothing yet.
+    info_at: float | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.info_at is not None
 
 
 class RepoCatalog:
@@ -211,4 +222,6 @@ class RepoCatalog:
 
 def _repo_row(row: Any) -> RepoRow:
     info = json.loads(row["info_json"]) if row["info_json"] else None
-    return RepoRow(row["id"], RepoKey(row["repo_type"], row["repo_id"]), bool(row["private"]), row["gated"], info)
+    return RepoRow(
+        row["id"], RepoKey(row["repo_type"], row["repo_id"]), bool(row["private"]), row["gated"], info, row["info_at"]
+    )

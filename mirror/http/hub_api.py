@@ -5,6 +5,7 @@ Resolver once, renders."""
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from typing import Any
 
@@ -17,6 +18,8 @@ from mirror.http.context import METADATA, PASSTHROUGH, mirror_base, stale_header
 from mirror.model import FileEntry
 from mirror.upstream import urls
 
+log = logging.getLogger("mirror.http")
+
 PAGE = 1000
 PAGE_EXPAND = 50
 
@@ -26,7 +29,23 @@ async def agent_harnesses(request: web.Request) -> web.Response:
 
 
 async def xet_read_token(request: web.Request) -> web.Response:
-    raise XetNotSupported("this mirror does not support Xet: set HF_HUB_DISABLE_XET=1 and download over HTTP")
+    """Refused, with the way out. The mirror never advertises Xet (it strips every Xet
+    hint), so a client only gets here when its own cache holds a tree listing written
+    while it talked to huggingface.co (`trees/<commit>.json` with `xet_hash` entries):
+    huggingface_hub then skips the HEAD, asks for a Xet token and has no HTTP fallback.
+    Serving Xet would mean speaking the CAS protocol; telling the user which cache
+    entry to drop (or to turn Xet off) is what works with every client version."""
+    key = parse.repo_key(request)
+    rev = parse.revision(request.match_info["rev"])
+    folder = f"{key.repo_type}s--{key.repo_id.replace('/', '--')}"
+    listing = f"{folder}/trees/{rev}.json" if re.fullmatch(r"[0-9a-f]{40}", rev) else f"{folder}/trees/"
+    log.warning("refused a Xet token for %s: the client's cache holds a Xet tree listing (%s)", key, listing)
+    raise XetNotSupported(
+        f"this mirror serves files over HTTP only, not Xet. Your Hugging Face cache holds a Xet file listing for "
+        f"{key} ({listing}, written while talking to huggingface.co), so the client asked for a Xet token. "
+        f"Set HF_HUB_DISABLE_XET=1, or delete {folder}/trees/ in your cache (.cache/huggingface/trees/ "
+        f"in a local_dir download), and retry."
+    )
 
 
 async def whoami(request: web.Request) -> web.Response:

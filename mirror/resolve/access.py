@@ -3,9 +3,15 @@
 Cached bytes and metadata of a gated or private repo are served only to a caller whose
 own Hub token upstream accepted for that repo recently (`cache.auth_ttl`, memoised per
 token fingerprint). The check asks upstream with the caller's token: repo info at the
-commit for a private repo, and the first byte of a file for a gated one (the Hub shows a
-gated repo's metadata to anyone, but not its files). When upstream cannot confirm, the
-answer is no (fail closed). Tokens are held only as fingerprints.
+commit for a private repo, and the first byte of a file for a gated one. A gated repo's
+metadata (info, tree, refs, commits) is public, as on the Hub: only its file bytes are
+checked (`check`); metadata answers pass `check_metadata`, which checks private repos
+only. When upstream cannot confirm, the answer is no (fail closed), with the status the
+Hub gives (401 without a token). Tokens are held only as fingerprints.
+
+A cached answer is only as safe as the repo's known visibility: `learn` records it (with
+the caller's token) before a pass-through answer is cached, and a repo whose visibility
+was never learned gets no cached answer at all.
 """
 
 from __future__ import annotations
@@ -15,12 +21,17 @@ import logging
 from mirror.caller import Caller
 from mirror.catalog.repos import RepoCatalog
 from mirror.clock import Clock
-from mirror.errors import GatedRepo, MirrorError, RepoNotFound, UpstreamError
+from mirror.errors import GatedRepo, MirrorError, RepoNotFound, Unauthorized, UpstreamError
 from mirror.model import RepoKey
 from mirror.upstream import urls
 from mirror.upstream.client import HubClient
 
 log = logging.getLogger("mirror.access")
+
+# What a memo entry vouches for: the file bytes (which implies the metadata) or the
+# metadata only (a private and gated repo shows its info before its terms are accepted).
+_BYTES = "bytes"
+_META = "meta"
 
 
 class Access:
@@ -29,20 +40,34 @@ class Access:
         self.repos = repos
         self.clock = clock
         self.ttl = ttl
-        self._memo: dict[tuple[str, RepoKey], float] = {}
+        self._memo: dict[tuple[str, RepoKey, str], float] = {}
 
     def remember(self, key: RepoKey, caller: Caller) -> None:
-        self._memo[(caller.fingerprint, key)] = self.clock.monotonic() + self.ttl
+        """Upstream just gave this token the repo's file bytes (or it is private only
+        and showed its info, which on the Hub comes with the bytes)."""
+        self._remember(key, caller, _BYTES)
+
+    def remember_metadata(self, key: RepoKey, caller: Caller) -> None:
+        """Upstream just showed this token the repo's metadata."""
+        self._remember(key, caller, _META)
+
+    def _remember(self, key: RepoKey, caller: Caller, what: str) -> None:
+        self._memo[(caller.fingerprint, key, what)] = self.clock.monotonic() + self.ttl
         if len(self._memo) > 100_000:
             now = self.clock.monotonic()
             self._memo = {k: v for k, v in self._memo.items() if v > now}
 
+    def _memoised(self, key: RepoKey, caller: Caller, *whats: str) -> bool:
+        now = self.clock.monotonic()
+        fp = caller.fingerprint
+        return any(self._memo.get((fp, key, what), 0.0) > now for what in whats)
+
     async def check(self, key: RepoKey, repo: int, commit: str, caller: Caller, probe_path: str | None = None) -> None:
+        """May this caller have the file bytes of this repo?"""
         row = await self.repos.get_repo(key)
         if row is None or (not row.private and not row.gated):
             return
-        memo = self._memo.get((caller.fingerprint, key))
-        if memo is not None and memo > self.clock.monotonic():
+        if self._memoised(key, caller, _BYTES):
             return
         try:
             if row.gated:
@@ -56,12 +81,59 @@ class Access:
                 await self.hub.get_json(urls.info(key, commit), caller.hub_token)
         except UpstreamError:
             log.warning("cannot confirm access to %s %s: upstream unavailable; refusing", row.gated and "gated" or "private", key)
-            if row.gated:
+            if row.gated and not row.private:
                 raise GatedRepo(f"Access to {key} cannot be confirmed while upstream is unreachable") from None
-            raise RepoNotFound(f"Repository {key} not found (access cannot be confirmed)") from None
+            raise self._not_found(key, caller) from None
         except MirrorError:
             raise
         self.remember(key, caller)
+
+    async def check_metadata(self, key: RepoKey, repo: int, commit: str, caller: Caller) -> None:
+        """May this caller see a cached metadata answer (info, listing, refs, commits)?
+        Only a private repo's metadata is restricted; a gated repo's is public."""
+        row = await self.repos.get_repo(key)
+        if row is None or not row.private:
+            return
+        if self._memoised(key, caller, _BYTES, _META):
+            return
+        try:
+            await self.hub.get_json(urls.info(key, commit or None), caller.hub_token)
+        except UpstreamError:
+            log.warning("cannot confirm access to private %s: upstream unavailable; refusing", key)
+            raise self._not_found(key, caller) from None
+        self.remember_metadata(key, caller)
+
+    async def learn(self, key: RepoKey, caller: Caller) -> int | None:
+        """Make sure the repo's visibility is recorded before an answer about it is
+        cached; return its catalog id, or None when it cannot be learned now (then the
+        answer must not be cached). Upstream answered this caller about the repo just
+        now, so a private repo's metadata is memoised for this token. An answer fetched
+        with a token re-checks flags older than the auth TTL: a repo made private since
+        must not have its new answers cached as public ones."""
+        row = await self.repos.get_repo(key)
+        if row is not None and row.info_at is not None and (caller.hub_token is None or self.clock.now() - row.info_at < self.ttl):
+            if row.private:
+                self.remember_metadata(key, caller)
+            return row.id
+        try:
+            reply = await self.hub.get_json(urls.info(key, None), caller.hub_token)
+        except MirrorError as exc:
+            log.info("visibility of %s unknown (%s); answer not cached", key, exc.message)
+            return None
+        info = reply.data if isinstance(reply.data, dict) else {}
+        private = bool(info.get("private"))
+        gated = info.get("gated") or ""
+        rid = await self.repos.set_repo_info(key, private=private, gated=str(gated) if gated else "", info=None)
+        if private:
+            self.remember_metadata(key, caller)
+        return rid
+
+    @staticmethod
+    def _not_found(key: RepoKey, caller: Caller) -> MirrorError:
+        # The Hub answers 401 to an anonymous caller and 404 to a token without access.
+        if caller.hub_token is None:
+            return Unauthorized(f"Repository {key} not found (access cannot be confirmed)")
+        return RepoNotFound(f"Repository {key} not found (access cannot be confirmed)")
 
     async def _any_file(self, repo: int, commit: str) -> str | None:
         listing = await self.repos.get_listing(repo, commit)

@@ -6,7 +6,11 @@ Rules (design.md §3):
   `cache.ref_ttl`; within the TTL it is answered from the catalog;
 - when upstream is unreachable or answers 5xx, the last known answer is used and the
   result is marked stale (`X-Mirror-Stale: 1` at the edge);
-- every answer taken from the cache for a gated or private repo passes `Access.check`.
+- every answer taken from the cache passes `Access.check_metadata` (a private repo's
+  metadata is restricted; a gated repo's is public, as on the Hub: only its file bytes
+  are gated, by `Access.check` in resolve/files.py);
+- a repo gets a catalog row only once upstream answered for it, so requests for repo
+  ids that do not exist leave nothing behind.
 """
 
 from __future__ import annotations
@@ -62,23 +66,25 @@ class Metadata:
         `fresh` re-asks upstream for a branch or tag whatever the TTL (sync wants the
         current commit); the stale fallback still applies when upstream is down."""
         rev = revision or DEFAULT_REF
-        repo = await self.repos.repo_id(key)
-        assert repo is not None
+        repo = await self.repos.repo_id(key, create=False)
+        if repo is None:  # never confirmed by upstream: nothing cached to fall back on
+            repo, info = await self._fetch_info(key, rev, caller)
+            return Resolved(key, repo, str(info["sha"])), info
         if FULL_SHA.fullmatch(rev):
             info = await self.repos.commit_info(repo, rev)
             if info is not None:
-                await self.access.check(key, repo, rev, caller)
+                await self.access.check_metadata(key, repo, rev, caller)
                 return Resolved(key, repo, rev), info
-            info = await self._fetch_info(key, repo, rev, caller)
+            _repo, info = await self._fetch_info(key, rev, caller)
             return Resolved(key, repo, rev), info
         ref = await self.repos.get_ref(repo, rev)
         if ref is not None and not fresh and self.clock.now() - ref[1] < self.config.ref_ttl:
             info = await self.repos.commit_info(repo, ref[0])
             if info is not None:
-                await self.access.check(key, repo, ref[0], caller)
+                await self.access.check_metadata(key, repo, ref[0], caller)
                 return Resolved(key, repo, ref[0]), info
         try:
-            info = await self._fetch_info(key, repo, rev, caller)
+            _repo, info = await self._fetch_info(key, rev, caller)
         except UpstreamError:
             # Unreachable or 5xx: serve the last known answer, marked stale. The default
             # branch was most likely last seen by name.
@@ -89,13 +95,16 @@ class Metadata:
             info = await self.repos.commit_info(repo, ref[0])
             if info is None:
                 raise
-            await self.access.check(key, repo, ref[0], caller)
+            await self.access.check_metadata(key, repo, ref[0], caller)
             log.warning("upstream unavailable; serving stale %s@%s -> %s", key, rev or "<default>", ref[0][:12])
             return Resolved(key, repo, ref[0], stale=True), info
         return Resolved(key, repo, str(info["sha"])), info
 
-    async def _fetch_info(self, key: RepoKey, repo: int, rev: str, caller: Caller) -> dict[str, Any]:
-        async def fetch() -> dict[str, Any]:
+    async def _fetch_info(self, key: RepoKey, rev: str, caller: Caller) -> tuple[int, dict[str, Any]]:
+        """Repo info at `rev` from upstream, recorded with the repo's visibility (the
+        repo's row is created here, once upstream has confirmed the repo)."""
+
+        async def fetch() -> tuple[int, dict[str, Any]]:
             reply = await self.hub.get_json(urls.info(key, rev or None), caller.hub_token, {"blobs": "true"})
             info = reply.data
             if not isinstance(info, dict) or not isinstance(info.get("sha"), str) or not FULL_SHA.fullmatch(info["sha"]):
@@ -104,17 +113,25 @@ class Metadata:
             private = bool(info.get("private"))
             gated = info.get("gated") or ""
             try:
-                await self.repos.set_repo_info(key, private=private, gated=str(gated) if gated else "", info=None)
+                repo = await self.repos.set_repo_info(key, private=private, gated=str(gated) if gated else "", info=None)
                 await self.repos.set_commit_info(repo, info["sha"], info)
                 if not FULL_SHA.fullmatch(rev):
                     await self.repos.set_ref(repo, rev, info["sha"])
             except StorageError as exc:
-                # A full disk: the answer is good, it just cannot be remembered.
+                # A full disk: the answer is good, it just cannot be remembered (a repo
+                # never seen before cannot be served without its row).
+                known = await self.repos.repo_id(key, create=False)
+                if known is None:
+                    raise
+                repo = known
                 log.warning("not caching repo info of %s: %s", key, exc.message)
-            if private and not gated:
-                # Upstream just showed this private repo to this token.
-                self.access.remember(key, caller)
-            return info
+            if private:
+                # Upstream just showed this private repo to this token (and, unless it
+                # is also gated, its files come with it).
+                self.access.remember_metadata(key, caller)
+                if not gated:
+                    self.access.remember(key, caller)
+            return repo, info
 
         return await self._flights.share(("info", key, rev, caller.fingerprint), fetch)  # type: ignore[no-any-return]
 

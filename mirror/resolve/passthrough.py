@@ -2,8 +2,12 @@
 
 The answer is fetched upstream with the caller's token; when upstream is unreachable or
 fails, the last answer is served (marked stale) after the same access check as any
-cached answer of that repo. `Link rel=next` URLs are returned as upstream paths so the
-edge can rewrite them onto the mirror's own origin.
+cached metadata of that repo (`Access.check_metadata`). An answer is cached only once
+the repo's visibility is recorded (`Access.learn`), so a private repo's answer can never
+be served stale as if it were public; an old cache entry of a repo whose visibility is
+unknown is not served at all. A repo gets a catalog row only when upstream answered
+for it. `Link rel=next` URLs are returned as upstream paths so the edge can rewrite them
+onto the mirror's own origin.
 """
 
 from __future__ import annotations
@@ -32,15 +36,19 @@ class Passthrough:
     async def get(self, key: RepoKey | None, path: str, query: list[tuple[str, str]], caller: Caller) -> tuple[Any, str | None, bool]:
         """(json, next-link path+query or None, stale)."""
         cache_key = path + "?" + "&".join(f"{k}={v}" for k, v in query)
-        repo = await self.repos.repo_id(key) if key is not None else None
         try:
             reply = await self.hub.get_json(path, caller.hub_token, query)
         except UpstreamError:
-            hit = await self.answers.get(cache_key)
-            if hit is None or key is None or repo is None:
+            if key is None:
                 raise
-            commit = (await self.repos.refs_of(repo)).get("", "")
-            await self.access.check(key, repo, commit, caller)
+            row = await self.repos.get_repo(key)
+            if row is None or not row.known:
+                raise  # visibility unknown: nothing cached may be shown (fail closed)
+            hit = await self.answers.get(cache_key)
+            if hit is None:
+                raise
+            commit = (await self.repos.refs_of(row.id)).get("", "")
+            await self.access.check_metadata(key, row.id, commit, caller)
             return json.loads(hit[0]), hit[1], True
         data = strip_xet(reply.data)
         link = None
@@ -48,9 +56,10 @@ class Passthrough:
             parts = urlsplit(reply.link_next)
             link = parts.path + (f"?{parts.query}" if parts.query else "")
         if key is not None:
-            try:
-                await self.answers.put(cache_key, repo, json.dumps(data), link)
-            except StorageError:
-                pass  # a full disk: answered, not remembered
-
+            repo = await self.access.learn(key, caller)
+            if repo is not None:
+                try:
+                    await self.answers.put(cache_key, repo, json.dumps(data), link)
+                except StorageError:
+                    pass  # a full disk: answered, not remembered
         return data, link, False

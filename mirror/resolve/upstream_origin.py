@@ -16,7 +16,7 @@ import random
 import re
 
 from mirror.caller import Caller
-from mirror.errors import Overloaded, UpstreamError, UpstreamUnavailable
+from mirror.errors import Overloaded, UpstreamCannotConnect, UpstreamError, UpstreamUnavailable
 from mirror.resolve.origin import Sink
 from mirror.resolve.spool import FillTarget
 from mirror.upstream import urls
@@ -48,7 +48,9 @@ class UpstreamOrigin:
                 raise UpstreamUnavailable("upstream body ended early")
             except (UpstreamUnavailable, UpstreamError, Overloaded) as exc:
                 failures += 1
-                if failures > self.max_resumes:
+                # No connection and nothing received: fail now, so the waiting client
+                # gets a 502 before its timeout instead of a 200 that breaks off.
+                if failures > self.max_resumes or (isinstance(exc, UpstreamCannotConnect) and sink.offset == 0):
                     raise
                 if isinstance(exc, Overloaded):
                     delay = min(float(exc.headers.get("Retry-After", "1")), 10.0) + random.uniform(0, 0.5)

@@ -3,12 +3,16 @@
 Contract:
 - JSON calls return the decoded body and a few allowlisted headers; Hub errors are raised
   as the matching domain error (`RepoNotFound`, `RevisionNotFound`, `EntryNotFound`,
-  `GatedRepo`), 429 as `Overloaded`, 5xx as `UpstreamError`, and connection failures or
-  timeouts as `UpstreamUnavailable`. No upstream header is ever relayed to a client
-  except through these return values.
+  `GatedRepo`), 429 as `Overloaded`, other 4xx as `UpstreamRejected` (the client gets
+  upstream's status), 5xx as `UpstreamError`, a connection that cannot be made as
+  `UpstreamCannotConnect`, and other connection failures or timeouts as
+  `UpstreamUnavailable`. No upstream header is ever relayed to a client except through
+  these return values.
+- A host that could not take a connection is not tried again for a few seconds
+  (`outage.Outages`): requests fail at once instead of each waiting for a timeout.
 - Redirects are followed by hand (`redirects.Hop`): bounded hops, http(s) only, no
-  loopback/private targets unless configured, and the caller's token is dropped as soon
-  as a hop leaves the upstream host.
+  loopback/private targets unless configured (`RedirectRefused`, naming the setting),
+  and the caller's token is dropped as soon as a hop leaves the upstream host.
 - File bodies are requested with `Accept-Encoding: identity` and never decompressed.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Mapping
 from urllib.parse import urljoin, urlsplit
@@ -24,17 +29,22 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from mirror import __version__
+from mirror.clock import Clock, SystemClock
 from mirror.config import UpstreamConfig
 from mirror.errors import (
     EntryNotFound,
     GatedRepo,
     MirrorError,
     Overloaded,
+    RedirectRefused,
     RepoNotFound,
     RevisionNotFound,
+    UpstreamCannotConnect,
     UpstreamError,
+    UpstreamRejected,
     UpstreamUnavailable,
 )
+from mirror.upstream.outage import Outages
 from mirror.upstream.redirects import check_redirect_target
 
 log = logging.getLogger("mirror.upstream")
@@ -45,6 +55,8 @@ _ERRORS: dict[str, type[MirrorError]] = {
     "EntryNotFound": EntryNotFound,
     "GatedRepo": GatedRepo,
 }
+# An upstream X-Error-Code passed on with an `UpstreamRejected` must look like one.
+_ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}", re.ASCII)
 
 
 @dataclass
@@ -114,15 +126,26 @@ def _raise_for(resp: aiohttp.ClientResponse, body: bytes) -> None:
         raise err
     if resp.status >= 500:
         raise UpstreamError(f"upstream error {resp.status}")
+    if 400 <= resp.status < 500 and resp.status != 408:
+        # Upstream judged the request itself (a bad parameter, a conflict): its answer,
+        # not a gateway failure. 408 is a transient timeout and stays an UpstreamError.
+        raise UpstreamRejected(resp.status, message[:500], code if _ERROR_CODE.fullmatch(code) else None)
     raise UpstreamError(f"upstream answered {resp.status}: {message[:200]}")
 
 
+def _connect_failure(exc: aiohttp.ClientConnectorError) -> str:
+    if isinstance(exc.os_error, ConnectionRefusedError):
+        return "connection refused"
+    return f"cannot connect ({type(exc.os_error).__name__})"
+
+
 class HubClient:
-    def __init__(self, config: UpstreamConfig) -> None:
+    def __init__(self, config: UpstreamConfig, clock: Clock | None = None) -> None:
         self.config = config
         self.base = config.url.rstrip("/")
         self._host = urlsplit(self.base).netloc
         self._session: aiohttp.ClientSession | None = None
+        self.outages = Outages(clock or SystemClock())
 
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout, sock_read=self.config.read_timeout)
@@ -166,16 +189,31 @@ class HubClient:
         """Send a request and follow redirects by hand; return the final response."""
         hops = 0
         while True:
+            host = urlsplit(url).netloc
+            self.outages.check(host)
             hdrs = dict(headers or {})
             hdrs.update(self._headers(token, url))
             try:
                 resp = await self.session.request(
                     method, url, headers=hdrs, data=data, allow_redirects=False, auto_decompress=decompress
                 )
+            except aiohttp.ConnectionTimeoutError:  # before TimeoutError, which it also is
+                self.outages.mark(host, "connect timed out")
+                raise UpstreamCannotConnect("upstream unreachable: connect timed out") from None
             except asyncio.TimeoutError:
                 raise UpstreamUnavailable("upstream timed out") from None
+            except aiohttp.ClientConnectorError as exc:
+                reason = _connect_failure(exc)
+                self.outages.mark(host, reason)
+                raise UpstreamCannotConnect(f"upstream unreachable: {reason}") from None
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                # Dropped before any answer (aiohttp already retried a reused connection
+                # once): nothing was received, so fail fast too; one reset does not make
+                # the host "down", so no outage mark.
+                raise UpstreamCannotConnect(f"upstream reset the connection before answering: {type(exc).__name__}") from None
             except (aiohttp.ClientError, OSError) as exc:
                 raise UpstreamUnavailable(f"upstream unreachable: {type(exc).__name__}") from None
+            self.outages.clear(host)
             if resp.status not in (301, 302, 303, 307, 308):
                 return resp
             location = resp.headers.get("Location", "")
@@ -184,7 +222,12 @@ class HubClient:
             if hops > self.config.max_redirects or not location:
                 raise UpstreamError("upstream redirect loop or empty Location")
             target = urljoin(url, location)
-            await check_redirect_target(target, allow_private=self.config.allow_private_redirects, base_host=self._host)
+            try:
+                await check_redirect_target(target, allow_private=self.config.allow_private_redirects, base_host=self._host)
+            except RedirectRefused as exc:
+                # The operator's log names the target; the client's error does not (T12).
+                log.warning("refused redirect to %r: %s", urlsplit(target).hostname or target[:100], exc.message)
+                raise
             if resp.status == 303:
                 method, data = "GET", None
             url = target

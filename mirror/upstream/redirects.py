@@ -10,7 +10,10 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-from mirror.errors import UpstreamError
+from mirror.errors import RedirectRefused, UpstreamError
+
+# Named in every refusal, so an operator with a LAN Hub or an internal CDN finds the switch.
+_ALLOW_HINT = "set upstream.allow_private_redirects = true to allow it"
 
 
 def _is_internal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -22,7 +25,7 @@ def _is_internal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 async def check_redirect_target(url: str, *, allow_private: bool, base_host: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UpstreamError("upstream redirected to a non-http URL")
+        raise RedirectRefused("upstream redirected to a non-http URL; refused")
     if parts.netloc == base_host or allow_private:
         return
     host = parts.hostname
@@ -36,4 +39,4 @@ async def check_redirect_target(url: str, *, allow_private: bool, base_host: str
             raise UpstreamError("upstream redirected to a host that does not resolve") from None
         ips = [ipaddress.ip_address(info[4][0]) for info in infos]
     if not ips or any(_is_internal(ip) for ip in ips):
-        raise UpstreamError("upstream redirected to an internal address; refused")
+        raise RedirectRefused(f"upstream redirected to a loopback or private address; refused ({_ALLOW_HINT})")

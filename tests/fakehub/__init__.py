@@ -11,7 +11,7 @@ message=) -> sha, tag(), create_branch(), set_ref(), create_pr_ref(), add_token(
 grant(repo_id, token), head(repo_id, ref) -> sha.
 Switches: latency, bandwidth, ignore_range, xet, small_file_resolve_cache, resolve_header_overrides,
 tree_page_size, tree_expand_page_size, commits_page_size, cdn_signature, lfs_threshold; cut_after(),
-fail_status(), corrupt(), clear_faults(); down()/up() (sync) or adown()/aup() (on the loop).
+fail_status(), reset_connections(), corrupt(), clear_faults(); down()/up() (sync) or adown()/aup() (on the loop).
 Counters: requests (Seen tuples), count(), bytes_sent, bytes_sent_for(), cdn_saw_authorization,
 reset_counters().
 

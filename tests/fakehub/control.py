@@ -5,7 +5,7 @@
                          -> {"sha": "<40 hex>"}
     POST /_fake/call     {"method": name, "args": [...], "kwargs": {...}} for the data methods in CALLABLE
     POST /_fake/faults   {"latency": s, "bandwidth": bps, "ignore_range": b, "xet": b, ...,
-                          "cut_after": {...}, "fail_status": {...}, "corrupt": {...},
+                          "cut_after": {...}, "fail_status": {...}, "reset_connections": {...}, "corrupt": {...},
                           "clear": true, "down_for": seconds}
     GET  /_fake/counters -> {"requests": [[method, path, query, origin], ...], "bytes_sent", ...}
     POST /_fake/reset    counters reset and faults cleared
@@ -28,7 +28,7 @@ CALLABLE = {"create_repo", "add_token", "grant", "tag", "create_branch", "set_re
 SETTABLE = {"latency", "bandwidth", "ignore_range", "xet", "small_file_resolve_cache", "tree_page_size",
             "tree_expand_page_size", "commits_page_size", "cdn_signature", "lfs_threshold",
             "resolve_header_overrides"}
-RULES = {"cut_after", "fail_status", "corrupt"}
+RULES = {"cut_after", "fail_status", "reset_connections", "corrupt"}
 
 
 def _file(spec: dict[str, Any] | None) -> bytes | FileSource | None:

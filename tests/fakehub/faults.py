@@ -1,7 +1,7 @@
 """Fault switches and counters of the fake Hub, shared by the Hub and CDN origins.
 
 Switches are plain attributes (`latency`, `bandwidth`, `ignore_range`) or queued one-shot rules
-(`cut_after`, `fail_status`, `corrupt`). Counters see every request except the `/_fake/` control API.
+(`cut_after`, `fail_status`, `reset_connections`, `corrupt`). Counters see every request except the `/_fake/` control API.
 All state sits behind one lock so tests may flip switches while the server thread runs.
 """
 
@@ -59,6 +59,7 @@ class FaultSwitches:
         self.ignore_range = False
         self._cuts: list[list[int]] = []  # [n_bytes, remaining]
         self._fails: list[FailRule] = []
+        self._resets: list[FailRule] = []
         self._corruptions: list[CorruptRule] = []
         self.reset_counters()
 
@@ -79,6 +80,12 @@ class FaultSwitches:
         with self._flock:
             self._fails.append(FailRule(status, times, retry_after, paths_glob, error_code))
 
+    def reset_connections(self, times: int | None = None, paths_glob: str | None = None) -> None:
+        """Drop the connection of matching requests before any answer (as a reset by the
+        peer); `times=None` means until cleared. `paths_glob` as for `fail_status`."""
+        with self._flock:
+            self._resets.append(FailRule(0, times, None, paths_glob, None))
+
     def corrupt(self, path_or_sha: str, mode: str = "flip", times: int | None = None) -> None:
         """Serve bad bytes for a file named by repo path, git oid or sha256.
 
@@ -95,6 +102,7 @@ class FaultSwitches:
         with self._flock:
             self._cuts.clear()
             self._fails.clear()
+            self._resets.clear()
             self._corruptions.clear()
         self.latency, self.bandwidth, self.ignore_range = 0.0, None, False
 
@@ -132,16 +140,20 @@ class FaultSwitches:
             if origin == "cdn" and "Authorization" in request.headers:
                 self.cdn_saw_authorization = True
 
-    def _take_fail(self, path: str) -> FailRule | None:
+    def _take_fail(self, path: str, rules: list[FailRule] | None = None) -> FailRule | None:
+        rules = self._fails if rules is None else rules
         with self._flock:
-            for rule in self._fails:
+            for rule in rules:
                 if rule.paths_glob is None or fnmatch.fnmatchcase(path, rule.paths_glob):
                     if rule.remaining is not None:
                         rule.remaining -= 1
                         if rule.remaining <= 0:
-                            self._fails.remove(rule)
+                            rules.remove(rule)
                     return rule
         return None
+
+    def _take_reset(self, path: str) -> bool:
+        return self._take_fail(path, self._resets) is not None
 
     def _take_cut(self, length: int) -> int | None:
         """The cut point for a body of `length` bytes; only bodies longer than it use up a cut."""

@@ -147,6 +147,10 @@ class FakeHub(Handlers):
             self._record(request, origin)
             if self.latency:
                 await asyncio.sleep(self.latency)
+            if self._take_reset(request.path):
+                if request.transport is not None:
+                    request.transport.abort()
+                return web.Response(status=204)  # never sent: the connection is gone
             rule = self._take_fail(request.path)
             if rule is not None:
                 headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after is not None else {}
