@@ -12,7 +12,7 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from mirror.clock import Clock
-from mirror.config import Config, parse_duration
+from mirror.config import Config
 from mirror.http.context import CONFIG, RESOLVER
 from mirror.http.middleware import ACCESS_LOG_ON, access_middleware, errors_middleware
 from mirror.http.routes import setup_routes
@@ -41,8 +41,8 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
         tasks = [asyncio.create_task(_flush_loop(svc))]
         if config.sync.interval > 0:
             tasks.append(asyncio.create_task(sync_forever(resolver, config)))
-        if parse_duration(config.lifecycle.interval) > 0:
-            tasks.append(asyncio.create_task(lifecycle.periodic(svc, parse_duration(config.lifecycle.interval))))
+        if config.lifecycle.parsed.interval > 0:
+            tasks.append(asyncio.create_task(lifecycle.periodic(svc, config.lifecycle.parsed.interval)))
         yield
         for task in tasks:
             task.cancel()

@@ -1,4 +1,10 @@
-"""Lifecycle commands: `mirror archive`, `mirror thaw`, `mirror gc`."""
+"""Lifecycle commands: `mirror archive`, `mirror thaw`, `mirror gc`.
+
+`thaw` of a revision with nothing in the archive (never archived, or thawed already)
+changes nothing and exits 0 saying "nothing to thaw": the revision is hot, which is what
+was asked, so scripts may thaw idempotently (like `unpin` of an unpinned revision); an
+unknown revision is an error (exit 1).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from typing import Any
 
 from mirror.cli.common import add_config_args, human_bytes, load_config, print_json
 from mirror.config import parse_duration
-from mirror.services import open_services
+from mirror.services import Services, open_services
 
 
 def register(sub: Any) -> None:
@@ -21,6 +27,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("thaw", help="bring an archived revision back to the hot tier")
     add_config_args(p)
     p.add_argument("target", metavar="REPO@REV", help="for example org/model@main or datasets/org/data@<sha>")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=run_thaw)
 
     p = sub.add_parser("gc", help="delete manifests and chunks no kept revision references")
@@ -56,11 +63,31 @@ async def run_thaw(args: argparse.Namespace) -> int:
     svc = await open_services(load_config(args), recover_temps=False)
     try:
         repo, sha = await find_revision(svc, args.target)
-        rep = await thaw(svc, repo, sha)
+        archived = await _has_archived(svc, repo, sha)
+        rep = await thaw(svc, repo, sha) if archived else None
     finally:
         await svc.close()
-    print(f"thawed {sha[:12]}: {rep.chunks} chunks, {human_bytes(rep.raw_bytes)} back in the hot tier")
+    if args.json:
+        print_json({"revision": args.target, "commit": sha, "thawed": rep is not None,
+                    "chunks": rep.chunks if rep else 0, "raw_bytes": rep.raw_bytes if rep else 0})
+    elif rep is None:
+        print(f"nothing to thaw: {args.target} ({sha[:12]}) has nothing in the archive; it is in the hot tier")
+    else:
+        print(f"thawed {sha[:12]}: {rep.chunks} chunks, {human_bytes(rep.raw_bytes)} back in the hot tier")
     return 0
+
+
+async def _has_archived(svc: Services, repo: int, sha: str) -> bool:
+    """The revision is marked archived, or one of its chunks is in a pack (shared with
+    an archived revision); otherwise a thaw would only write a misleading audit row."""
+    from mirror.lifecycle.policy import load_graph
+
+    lc = svc.catalog.lifecycle
+    if any(r.repo == repo and r.sha == sha and r.archived for r in await lc.revisions()):
+        return True
+    graph = await load_graph(svc.catalog)
+    in_packs = await lc.archived()
+    return any(cid in in_packs for cid in graph.chunks_of(graph.rev_manifests.get((repo, sha), set())))
 
 
 async def run_gc(args: argparse.Namespace) -> int:
