@@ -42,13 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if args.verbose:  # -v before or after the command; debug for mirror's own loggers only
-        logging.getLogger("mirror").setLevel(logging.DEBUG)  # (aiosqlite logs every statement)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,  # -v before or after the command
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)  # at DEBUG it logs every statement
     try:
         result = args.run(args)
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
+        sys.stdout.flush()  # here, so a closed stdout is handled below, not at exit
         return int(result or 0)
     except MirrorError as exc:
         print(f"mirror: {_one_line(exc.message)}", file=sys.stderr)
@@ -68,7 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mirror: {describe_os_error(exc)}", file=sys.stderr)
         return 1
     except sqlite3.Error as exc:
-        print(f"mirror: catalog database error: {_one_line(str(exc))}", file=sys.stderr)
+        text = _one_line(str(exc))
+        hint = " (is the data dir's disk full or read-only?)" if "disk" in text or "readonly" in text else ""
+        print(f"mirror: catalog database error: {text}{hint}", file=sys.stderr)
         return 1
 
 

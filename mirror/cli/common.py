@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -35,6 +36,7 @@ def load_config(args: argparse.Namespace, **extra: dict[str, Any]) -> Config:
     if getattr(args, "data_dir", None):
         overrides.setdefault("store", {})["data_dir"] = args.data_dir
     cfg = config_mod.load(args.config, overrides=overrides)
+    logging.getLogger("mirror.cli").debug("configuration (%s): %s", cfg.source, cfg)
     root = Path(cfg.store.data_dir).resolve()
     origin = _data_dir_origin(args, cfg)
     if not getattr(args, "creates_data_dir", False):
