@@ -166,3 +166,16 @@ def test_every_command_on_a_read_only_filesystem_is_one_line(tmp_path: Path) -> 
                                    "mount -o remount,ro \"$MNT\" || exit 96; " + run_each(COMMANDS))
     for err, rc in results(out, len(COMMANDS)):
         assert "Read-only file system" in assert_one_line_error(err, rc)
+
+
+def test_pull_onto_a_full_disk_is_one_line_without_a_traceback(tmp_path: Path) -> None:
+    with FakeHub.running() as hub:
+        hub.commit("org/m", {"model.bin": random_bytes(6 * MiB, seed=6)})  # more than the 4 MiB tmpfs holds
+        cfg = write_config(tmp_path / "m.toml", tmp_path / "mnt" / "data", hub.url)
+        out = on_small_tmpfs(tmp_path, f"$M pull org/m --config {shlex.quote(str(cfg))} >/dev/null 2>\"$OUT/0.err\"; "
+                                       "echo $? >\"$OUT/0.rc\"; ")
+    [(err, rc)] = results(out, 1)
+    # Before the fix: the fill's ENOSPC traceback, then a sqlite3.OperationalError traceback.
+    assert "Traceback" not in err and rc == 1, err
+    assert "No space left on device" in err or "disk is full" in err
+    assert err.splitlines()[-1].startswith("mirror: "), err

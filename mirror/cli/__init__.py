@@ -42,11 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,  # -v before or after the command
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", brief=not args.verbose))
+    # -v before or after the command
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     logging.getLogger("aiosqlite").setLevel(logging.INFO)  # at DEBUG it logs every statement
     try:
         result = args.run(args)
@@ -76,6 +75,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = " (is the data dir's disk full or read-only?)" if "disk" in text or "readonly" in text else ""
         print(f"mirror: catalog database error: {text}{hint}", file=sys.stderr)
         return 1
+
+
+class _LogFormatter(logging.Formatter):
+    """Log lines; with `brief`, a record carrying an OS-level or SQLite failure (a full
+    or read-only disk seen by a component that logs it with its traceback) is one line
+    naming the failure. Tracebacks of anything else stay, and -v shows them all."""
+
+    def __init__(self, fmt: str, *, brief: bool) -> None:
+        super().__init__(fmt)
+        self.brief = brief
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc = record.exc_info[1] if record.exc_info else None
+        if self.brief and isinstance(exc, (OSError, sqlite3.Error)):
+            why = describe_os_error(exc) if isinstance(exc, OSError) else _one_line(str(exc))
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None,
+                                            "msg": f"{record.getMessage()}: {why}", "args": ()})
+        return super().format(record)
 
 
 def describe_os_error(exc: OSError) -> str:
