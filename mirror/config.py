@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import math
 import os
 import tomllib
 import typing
@@ -206,13 +207,16 @@ def _coerce(value: Any, typ: Any, key: str, source: str) -> Any:
         if isinstance(value, str) and value.strip().isascii() and value.strip().lstrip("-").isdigit():
             return int(value)
     elif typ is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None and math.isfinite(number):  # nan and inf are not settings
+            return number
     elif typ is str:
         if isinstance(value, str):
             return value
@@ -375,8 +379,8 @@ def parse_duration(text: str) -> float:
         value = float(num)
     except ValueError:
         raise ConfigError(f"invalid duration {text!r} (use e.g. 90s, 5m, 1h, 30d)") from None
-    if value < 0:
-        raise ConfigError(f"invalid duration {text!r}: negative")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"invalid duration {text!r}: must be finite and not negative")
     return value * (mult or 1)
 
 
@@ -386,7 +390,10 @@ def parse_size(text: str) -> int:
     mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}.get(t[-1:] or "", 1)
     num = t[:-1] if mult != 1 else t
     try:
-        return int(float(num) * mult)
+        value = float(num)
     except ValueError:
         raise ConfigError(f"invalid size {text!r} (use e.g. 500G or 80%)") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"invalid size {text!r}: must be finite and not negative")
+    return int(value * mult)
 

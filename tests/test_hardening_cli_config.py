@@ -90,6 +90,16 @@ def test_lifecycle_values_are_parsed_once_at_load(tmp_path: Path) -> None:
         config.load(path, env={})
 
 
+@pytest.mark.parametrize(
+    ("table", "key", "value"),
+    [("lifecycle", "gc_grace", "nan"), ("lifecycle", "archive_after", "inf"), ("lifecycle", "high_watermark", "1e400"),
+     ("lifecycle", "low_watermark", "-5G"), ("sync", "interval", "nan"), ("upstream", "read_timeout", "inf")],
+)
+def test_non_finite_or_negative_values_are_config_errors(table: str, key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"environment: key '{table}\.{key}'"):
+        config.load(env={f"MIRROR_{table.upper()}_{key.upper()}": value})
+
+
 def test_a_watch_list_entry_without_repo_is_named(tmp_path: Path) -> None:
     cfg = tmp_path / "m.toml"
     cfg.write_text('[[sync.repos]]\nrepo = "org/a"\n[[sync.repos]]\nrevisions = ["main"]\n')
