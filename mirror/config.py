@@ -4,11 +4,22 @@ One frozen dataclass per TOML table, defaults next to the fields. Sources, lowes
 the embedded defaults, the TOML file, `MIRROR_<TABLE>_<KEY>` environment variables, then
 explicit overrides (CLI flags). Unknown tables or keys and wrong types raise `ConfigError`
 naming the key and its source. `config.example.toml` documents every key.
+
+Durations and sizes written as strings (`[lifecycle]`) stay strings for the user, but are
+parsed when their table is built: a bad one is a `ConfigError` at load naming the key, and
+code reads the parsed values (`LifecycleConfig.parsed`), never the strings.
+
+Environment: a `MIRROR_<TABLE>_<KEY>` whose table exists must name a real key (a typo of
+a setting is an error); any other `MIRROR_*` variable belongs to something else and is
+ignored with one warning line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
+import math
 import os
 import tomllib
 import typing
@@ -17,6 +28,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mirror.errors import ConfigError
+
+log = logging.getLogger("mirror.config")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +98,40 @@ class SyncConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Watermark:
+    """A share of the volume (`percent` set) or an absolute size of the store."""
+
+    percent: float | None = None
+    size: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Watermark":
+        t = text.strip()
+        if t.endswith("%"):
+            try:
+                pct = float(t[:-1])
+            except ValueError:
+                raise ConfigError(f"invalid watermark {text!r} (use e.g. 90% or 500G)") from None
+            if not 0 < pct <= 100:
+                raise ConfigError(f"watermark {text!r} must be in (0, 100]%")
+            return cls(percent=pct / 100)
+        return cls(size=parse_size(t))
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleValues:
+    """The parsed `[lifecycle]` strings: seconds and watermarks."""
+
+    archive_after: float
+    gc_grace: float
+    interval: float
+    high: Watermark
+    low: Watermark
+
+
+# Not slotted: it keeps its parsed values (`parsed`) beside the fields, which a slotted
+# dataclass cannot hold without making them fields (and so TOML keys).
+@dataclass(frozen=True)
 class LifecycleConfig:
     archive_after: str = "30d"
     keep_revisions: int = 3
@@ -94,6 +141,34 @@ class LifecycleConfig:
     gc_grace: str = "1h"
     interval: str = "0"
     thaw_after_hits: int = 3
+
+    def __post_init__(self) -> None:
+        def parse(key: str, parser: Any) -> Any:
+            try:
+                return parser(getattr(self, key))
+            except ConfigError as exc:
+                raise ConfigError(f"key 'lifecycle.{key}': {exc.message}") from None
+
+        high, low = parse("high_watermark", Watermark.parse), parse("low_watermark", Watermark.parse)
+        values = LifecycleValues(
+            archive_after=parse("archive_after", parse_duration),
+            gc_grace=parse("gc_grace", parse_duration),
+            interval=parse("interval", parse_duration),
+            high=high,
+            low=low,
+        )
+        for key in ("keep_revisions", "thaw_after_hits"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"key 'lifecycle.{key}' must be >= 0")
+        if (high.percent is not None and low.percent is not None and low.percent > high.percent) or (
+            high.size is not None and low.size is not None and low.size > high.size
+        ):
+            raise ConfigError("key 'lifecycle.low_watermark' must not be above 'lifecycle.high_watermark'")
+        object.__setattr__(self, "_parsed", values)
+
+    @property
+    def parsed(self) -> LifecycleValues:
+        return self._parsed  # type: ignore[attr-defined, no-any-return]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,13 +210,16 @@ def _coerce(value: Any, typ: Any, key: str, source: str) -> Any:
         if isinstance(value, str) and value.strip().isascii() and value.strip().lstrip("-").isdigit():
             return int(value)
     elif typ is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None and math.isfinite(number):  # nan and inf are not settings
+            return number
     elif typ is str:
         if isinstance(value, str):
             return value
@@ -173,22 +251,46 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str, source: str) -> An
         if key not in names:
             raise ConfigError(f"{source}: unknown key '{full}'")
         kwargs[key] = _coerce(value, hints[key], full, source)
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in kwargs:  # for example sync.repos[].repo
+            raise ConfigError(f"{source}: '{prefix}' lacks the required key '{f.name}'")
+    return _construct(cls, kwargs, source)
+
+
+def _construct(cls: type, kwargs: Mapping[str, Any], source: str, base: Any = None) -> Any:
+    """Build (or, with `base`, replace fields of) a table; a table that parses its own
+    values (LifecycleConfig) raises ConfigError naming the key, to which this adds the source."""
     try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required field (for example sync.repos[].repo) is absent
-        raise ConfigError(f"{source}: table '{prefix}' is incomplete: {exc}") from None
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc.message}") from None
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """`MIRROR_<TABLE>_<KEY>` variables by table. A variable naming an existing table is
+    meant for us, so an unknown key there is an error (a typo must not be silently
+    dropped); other `MIRROR_*` names (another tool's MIRROR_URL, say) are ignored, with
+    one warning line."""
     out: dict[str, dict[str, Any]] = {}
+    foreign: list[str] = []
     for name, value in env.items():
         if not name.startswith("MIRROR_") or name in _ENV_IGNORED:
             continue
         rest = name[len("MIRROR_"):].lower()
         table, _, key = rest.partition("_")
         if table not in _TABLES or not key:
-            raise ConfigError(f"environment: unknown variable '{name}'")
+            foreign.append(name)
+            continue
+        keys = [f.name for f in dataclasses.fields(_TABLES[table])]
+        if key not in keys:
+            near = difflib.get_close_matches(key, keys, n=1)
+            hint = f" (did you mean MIRROR_{table.upper()}_{near[0].upper()}?)" if near else ""
+            raise ConfigError(f"environment: {name} names unknown key '{table}.{key}'{hint}")
         out.setdefault(table, {})[key] = value
+    if foreign:
+        log.warning("ignoring environment %s %s: not MIRROR_<TABLE>_<KEY> of a config table (%s)",
+                    "variable" if len(foreign) == 1 else "variables", ", ".join(sorted(foreign)), ", ".join(_TABLES))
     return out
 
 
@@ -235,7 +337,7 @@ def load(
                     if key not in hints:
                         raise ConfigError(f"{layer_source}: unknown key '{table}.{key}'")
                     changes[key] = _coerce(value, hints[key], f"{table}.{key}", layer_source)
-                base = dataclasses.replace(base, **changes)
+                base = _construct(cls, changes, layer_source, base)
         built[table] = base
     cfg = Config(**built, source=source)
     _validate(cfg)
@@ -259,6 +361,13 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{src}: 'sync.repos[{i}]' needs a repo and at least one revision")
     if cfg.sync.interval < 0:
         raise ConfigError(f"{src}: key 'sync.interval' must be >= 0")
+    for key in ("connect_timeout", "read_timeout", "metadata_timeout", "max_concurrent"):
+        if getattr(cfg.upstream, key) <= 0:
+            raise ConfigError(f"{src}: key 'upstream.{key}' must be > 0")
+    for table, key in (("upstream", "max_redirects"), ("upstream", "max_resumes"), ("cache", "auth_ttl"),
+                       ("server", "max_cold_fetches")):
+        if getattr(getattr(cfg, table), key) < 0:
+            raise ConfigError(f"{src}: key '{table}.{key}' must be >= 0")
 
 
 def parse_duration(text: str) -> float:
@@ -273,8 +382,8 @@ def parse_duration(text: str) -> float:
         value = float(num)
     except ValueError:
         raise ConfigError(f"invalid duration {text!r} (use e.g. 90s, 5m, 1h, 30d)") from None
-    if value < 0:
-        raise ConfigError(f"invalid duration {text!r}: negative")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"invalid duration {text!r}: must be finite and not negative")
     return value * (mult or 1)
 
 
@@ -284,7 +393,10 @@ def parse_size(text: str) -> int:
     mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}.get(t[-1:] or "", 1)
     num = t[:-1] if mult != 1 else t
     try:
-        return int(float(num) * mult)
+        value = float(num)
     except ValueError:
         raise ConfigError(f"invalid size {text!r} (use e.g. 500G or 80%)") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"invalid size {text!r}: must be finite and not negative")
+    return int(value * mult)
 

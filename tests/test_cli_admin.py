@@ -106,6 +106,7 @@ def test_stats_json_matches_the_catalog(data_dir: Path, capsys: pytest.CaptureFi
 
 
 def test_keys_show_prints_the_public_key(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data_dir.mkdir()  # an empty data dir (read-only commands refuse a missing one)
     code, out, _ = cli(capsys, "keys", "show", "--data-dir", str(data_dir))
     assert code == 0 and re.fullmatch(r"[0-9a-f]{64}\n", out)
     key_file = data_dir / "keys" / "node.key"
@@ -116,18 +117,22 @@ def test_keys_show_prints_the_public_key(data_dir: Path, capsys: pytest.CaptureF
 
 
 def test_a_readable_key_file_is_refused(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data_dir.mkdir()
     assert cli(capsys, "keys", "show", "--data-dir", str(data_dir))[0] == 0
     key_file = data_dir / "keys" / "node.key"
     os.chmod(key_file, 0o644)
     code, out, err = cli(capsys, "keys", "show", "--data-dir", str(data_dir))
     assert code == 2 and out == ""
-    assert err.count("\n") == 1 and err.startswith("mirror: ") and "chmod 600" in err and str(key_file) in err
+    notice, error = err.splitlines()  # the data dir in use, then the one-line error
+    assert notice.startswith("mirror: data dir ")
+    assert error.startswith("mirror: ") and "chmod 600" in error and str(key_file) in error
     code, _, err = cli(capsys, "stats", "--data-dir", str(data_dir))
     assert code == 2 and "readable by others" in err
 
 
 def test_console_script_runs(data_dir: Path) -> None:
     """The installed entry point, as operators run it."""
+    data_dir.mkdir()
     out = subprocess.run(
         [sys.executable, "-m", "mirror", "keys", "show", "--data-dir", str(data_dir)],
         capture_output=True, text=True, timeout=60, env={k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")},

@@ -28,9 +28,15 @@ class Database:
 
     @classmethod
     async def open(cls, path: Path) -> "Database":
+        pending = aiosqlite.connect(str(path), isolation_level=None, timeout=30.0)
         try:
-            conn = await aiosqlite.connect(str(path), isolation_level=None, timeout=30.0)
+            conn = await pending
         except sqlite3.Error as exc:
+            # aiosqlite has queued its worker thread's stop; let it finish while this loop
+            # runs, or it reports to a closed loop with a traceback (a CLI exits right away).
+            worker = getattr(pending, "_thread", None)
+            if worker is not None:
+                await asyncio.get_running_loop().run_in_executor(None, worker.join, 5.0)
             raise StorageError(f"cannot open catalog {path}: {exc}") from None
         conn.row_factory = sqlite3.Row
         db = cls(conn, path)

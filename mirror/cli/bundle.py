@@ -24,7 +24,7 @@ def register(sub: Any) -> None:
     p.set_defaults(run=run_export)
 
     p = sub.add_parser("import", help="verify a bundle and store its revisions")
-    add_config_args(p)
+    add_config_args(p, creates_data_dir=True)
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
     p.set_defaults(run=run_import)

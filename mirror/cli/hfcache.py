@@ -12,7 +12,7 @@ from mirror.cli.progress import Progress
 
 def register(sub: Any) -> None:
     p = sub.add_parser("import-hf-cache", help="import a huggingface_hub cache dir (verified, no download)")
-    add_config_args(p)
+    add_config_args(p, creates_data_dir=True)
     p.add_argument("path", nargs="?", metavar="PATH",
                    help="cache dir (default: $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub)")
     p.add_argument("--json", action="store_true", help="machine-readable summary")

@@ -17,7 +17,7 @@ def register(sub: Any) -> None:
     add_config_args(show)
     show.set_defaults(run=run_show)
     trust = ksub.add_parser("trust", help="trust a peer's or bundle signer's public key")
-    add_config_args(trust)
+    add_config_args(trust, creates_data_dir=True)  # trusting a signer may precede the first import
     trust.add_argument("public_key", metavar="PUBKEY", help="64 hex characters (`mirror keys show` on that node)")
     trust.add_argument("--label", default="", help="a name for the key")
     trust.set_defaults(run=run_trust)

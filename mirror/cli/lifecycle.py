@@ -1,4 +1,10 @@
-"""Lifecycle commands: `mirror archive`, `mirror thaw`, `mirror gc`."""
+"""Lifecycle commands: `mirror archive`, `mirror thaw`, `mirror gc`.
+
+`thaw` of a revision with nothing in the archive (never archived, or thawed already)
+changes nothing and exits 0 saying "nothing to thaw": the revision is hot, which is what
+was asked, so scripts may thaw idempotently (like `unpin` of an unpinned revision); an
+unknown revision is an error (exit 1).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("thaw", help="bring an archived revision back to the hot tier")
     add_config_args(p)
     p.add_argument("target", metavar="REPO@REV", help="for example org/model@main or datasets/org/data@<sha>")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=run_thaw)
 
     p = sub.add_parser("gc", help="delete manifests and chunks no kept revision references")
@@ -49,8 +56,14 @@ async def run_thaw(args: argparse.Namespace) -> int:
 
     async with node_for(args) as node:
         repo, sha = await find_revision(node.catalog.repos, args.target)
-        rep = await node.archiver.thaw(repo, sha)
-    print(f"thawed {sha[:12]}: {rep.chunks} chunks, {human_bytes(rep.raw_bytes)} back in the hot tier")
+        rep = await node.archiver.thaw(repo, sha) if await node.archiver.has_archived(repo, sha) else None
+    if args.json:
+        print_json({"revision": args.target, "commit": sha, "thawed": rep is not None,
+                    "chunks": rep.chunks if rep else 0, "raw_bytes": rep.raw_bytes if rep else 0})
+    elif rep is None:
+        print(f"nothing to thaw: {args.target} ({sha[:12]}) has nothing in the archive; it is in the hot tier")
+    else:
+        print(f"thawed {sha[:12]}: {rep.chunks} chunks, {human_bytes(rep.raw_bytes)} back in the hot tier")
     return 0
 
 

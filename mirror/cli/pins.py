@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mirror.cli.common import add_config_args
+from mirror.cli.common import add_config_args, print_json
 from mirror.cli.inspect import open_catalog
 from mirror.model import REPO_TYPES
 
@@ -17,12 +17,14 @@ def register(sub: Any) -> None:
     p.add_argument("spec", metavar="REPO@REV")
     p.add_argument("--repo-type", choices=REPO_TYPES, default="model")
     p.add_argument("--label", default="", help="a note shown by `mirror ls` (default: the revision name)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=run_pin)
 
     p = sub.add_parser("unpin", help="release a pinned revision")
     add_config_args(p)
     p.add_argument("spec", metavar="REPO@REV")
     p.add_argument("--repo-type", choices=REPO_TYPES, default="model")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=run_unpin)
 
 
@@ -33,7 +35,11 @@ async def run_pin(args: argparse.Namespace) -> int:
     key, rev = parse_spec(args.spec, args.repo_type)
     async with open_catalog(args) as catalog:
         commit = await pin(catalog, key, rev, args.label)
-    print(f"pinned {key}@{commit}")
+    if args.json:
+        print_json({"repo": key.repo_id, "repo_type": key.repo_type, "commit": commit, "pinned": True,
+                    "label": args.label or (rev or "")})
+    else:
+        print(f"pinned {key}@{commit}")
     return 0
 
 
@@ -44,5 +50,9 @@ async def run_unpin(args: argparse.Namespace) -> int:
     key, rev = parse_spec(args.spec, args.repo_type)
     async with open_catalog(args) as catalog:
         commit, removed = await unpin(catalog, key, rev)
-    print(f"unpinned {key}@{commit}" if removed else f"{key}@{commit} was not pinned")
+    if args.json:
+        print_json({"repo": key.repo_id, "repo_type": key.repo_type, "commit": commit, "pinned": False,
+                    "was_pinned": removed})
+    else:
+        print(f"unpinned {key}@{commit}" if removed else f"{key}@{commit} was not pinned")
     return 0

@@ -10,7 +10,7 @@ from mirror.cli.common import add_config_args, load_config
 
 def register(sub: Any) -> None:
     p = sub.add_parser("serve", help="run the mirror daemon")
-    add_config_args(p)
+    add_config_args(p, creates_data_dir=True)
     p.add_argument("--host", help="address to listen on (server.host)")
     p.add_argument("--port", type=int, help="port to listen on (server.port; 0 = any free port)")
     p.add_argument("--upstream", metavar="URL", help="upstream Hub URL (upstream.url)")

@@ -24,7 +24,7 @@ from mirror.model import REPO_TYPES
 
 def register(sub: Any) -> None:
     p = sub.add_parser("pull", help="warm the cache with one revision of a repo")
-    add_config_args(p)
+    add_config_args(p, creates_data_dir=True)
     p.add_argument("repo", metavar="REPO", help="repo id, e.g. org/name")
     p.add_argument("--revision", "-r", default="", help="branch, tag or commit (default: the default branch)")
     p.add_argument("--repo-type", choices=REPO_TYPES, default="model")
@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
     p.set_defaults(run=run_pull)
 
     p = sub.add_parser("sync", help="bring the watch list ([[sync.repos]]) up to date; for cron")
-    add_config_args(p)
+    add_config_args(p, creates_data_dir=True)
     p.add_argument("--dry-run", action="store_true", help="print the plan (files and bytes to fetch) and stop")
     p.add_argument("--wait", action="store_true", help="wait for a running sync instead of exiting")
     _common(p)

@@ -221,6 +221,16 @@ class Archiver:
             out[ident] = sniff_group_width(memoryview(head)[: 1 << 20])
         return out
 
+    async def has_archived(self, repo: int, sha: str) -> bool:
+        """The revision is marked archived, or one of its chunks is in a pack (shared with
+        an archived revision); otherwise a thaw would only write a misleading audit row."""
+        lc = self.catalog.lifecycle
+        if any(r.repo == repo and r.sha == sha and r.archived for r in await lc.revisions()):
+            return True
+        graph = await load_graph(self.catalog)
+        in_packs = await lc.archived()
+        return any(cid in in_packs for cid in graph.chunks_of(graph.rev_manifests.get((repo, sha), set())))
+
     async def thaw(self, repo: int, sha: str) -> ThawReport:
         with self.lock.held():
             return await self._thaw(repo, sha)

@@ -13,33 +13,13 @@ from dataclasses import dataclass
 
 from mirror.catalog import Catalog
 from mirror.catalog.lifecycle import Revision
-from mirror.config import ConfigError, LifecycleConfig, parse_duration, parse_size
+# Watermark lives with the config, which parses it once at load; re-exported here.
+from mirror.config import LifecycleConfig, Watermark
 from mirror.errors import StorageError
 
 log = logging.getLogger("mirror.lifecycle")
 
 RevKey = tuple[int, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Watermark:
-    """A share of the volume (`percent` set) or an absolute size of the store."""
-
-    percent: float | None = None
-    size: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> "Watermark":
-        t = text.strip()
-        if t.endswith("%"):
-            try:
-                pct = float(t[:-1])
-            except ValueError:
-                raise ConfigError(f"invalid watermark {text!r}") from None
-            if not 0 < pct <= 100:
-                raise ConfigError(f"watermark {text!r} must be in (0, 100]%")
-            return cls(percent=pct / 100)
-        return cls(size=parse_size(t))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,19 +35,18 @@ class Policy:
 
     @classmethod
     def from_config(cls, cfg: LifecycleConfig) -> "Policy":
-        pol = cls(
-            archive_after=parse_duration(cfg.archive_after),
+        """The policy of a loaded config: its values were parsed and checked at load."""
+        v = cfg.parsed
+        return cls(
+            archive_after=v.archive_after,
             keep_revisions=cfg.keep_revisions,
-            high=Watermark.parse(cfg.high_watermark),
-            low=Watermark.parse(cfg.low_watermark),
+            high=v.high,
+            low=v.low,
             archive_dir=cfg.archive_dir,
-            gc_grace=parse_duration(cfg.gc_grace),
-            interval=parse_duration(cfg.interval),
+            gc_grace=v.gc_grace,
+            interval=v.interval,
             thaw_after_hits=cfg.thaw_after_hits,
         )
-        if pol.keep_revisions < 0:
-            raise ConfigError("key 'lifecycle.keep_revisions' must be >= 0")
-        return pol
 
 
 @dataclass
