@@ -167,10 +167,23 @@ def test_malformed_requests_are_one_rate_limited_line_each(hub: FakeHub, tmp_pat
     _assert_every_line_is_a_record(m)
 
 
+def test_rate_limit_counts_what_it_refused() -> None:
+    """The parser-error limiter: `burst` lines per window, then the next allowed line
+    carries the number refused meanwhile (a clock the test steps, not the wall clock)."""
+    now = [100.0]
+    limit = logsafe.RateLimit(burst=3, window=60.0, clock=lambda: now[0])
+    assert [limit.allow() for _ in range(5)] == [(True, 0)] * 3 + [(False, 0)] * 2
+    now[0] += 59.0
+    assert limit.allow() == (False, 0)
+    now[0] += 1.0
+    assert limit.allow() == (True, 3)
+    assert limit.allow() == (True, 0)
+
+
 def test_malformed_authorization_header_never_logs_the_token(hub: FakeHub, tmp_path: Path) -> None:
     """Defect 15 (tokens in the log): a bad Authorization header is rejected by the
     parser, which echoes the header; the log line names the error, never the token."""
-    secret = "hf_LEAKCANARYq8Zx3"
+    secret = "hf_SENTINELuser_malformed_q8Zx3"  # an H7 sentinel (threat-model A4)
     requests = [
         f"GET /api/whoami-v2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\x01\x02\r\n\r\n".encode(),
         f"GET /api/whoami-v2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}{'A' * 20000}\r\n\r\n".encode(),
@@ -185,7 +198,7 @@ def test_malformed_authorization_header_never_logs_the_token(hub: FakeHub, tmp_p
     finally:
         assert m.stop() == 0
     assert len(lines) == len(requests)  # each was logged, as one line...
-    assert not [line for line in m.log if "LEAKCANARY" in line or "Bearer" in line]  # ...without the token
+    assert not [line for line in m.log if "SENTINEL" in line or "Bearer" in line]  # ...without the token
 
 
 def test_serve_on_a_taken_port_exits_with_one_line(hub: FakeHub, tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ are logged with their traceback (never with request headers, which may hold toke
 
 The access line escapes every field that comes from the request (mirror/logsafe.py), so
 a path that decodes to CR/LF cannot forge a line. A client that disconnects mid-response
-is logged as status 499 with the bytes actually sent: a client abort, not a 500.
+is logged as status 499 with the body bytes written before it left: a client abort,
+not a 500.
 """
 
 from __future__ import annotations
