@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from typing import AsyncIterator
 
@@ -16,6 +17,7 @@ from aiohttp import web
 
 from mirror.clock import Clock
 from mirror.config import Config
+from mirror.errors import MirrorError
 from mirror.http.caller import caller_middleware
 from mirror.http.context import CONFIG, COUNTERS, FILES, METADATA, PASSTHROUGH
 from mirror.http.middleware import ACCESS_LOG_ON, access_middleware, errors_middleware
@@ -65,16 +67,24 @@ async def serve(config: Config) -> None:
     app = build_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
-    await site.start()
-    sockets = site._server.sockets if site._server else []  # noqa: SLF001 - the bound port for port 0
-    port = sockets[0].getsockname()[1] if sockets else config.server.port
-    log.info("serving on http://%s:%d (data %s, upstream %s)", config.server.host, port, config.store.data_dir, config.upstream.url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    # From here the services run (catalog thread, executors): every exit path, a failed
+    # bind included, goes through runner.cleanup(), or a worker thread keeps the process
+    # alive and a supervisor's Restart=on-failure never fires.
     try:
+        site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            # asyncio's strerror repeats the address; the errno's text is the reason.
+            reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else (exc.strerror or str(exc))
+            raise MirrorError(f"cannot listen on {config.server.host}:{config.server.port}: {reason}") from None
+        sockets = site._server.sockets if site._server else []  # noqa: SLF001 - the bound port for port 0
+        port = sockets[0].getsockname()[1] if sockets else config.server.port
+        log.info("serving on http://%s:%d (data %s, upstream %s)", config.server.host, port, config.store.data_dir, config.upstream.url)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("shutting down")
     finally:

@@ -1,4 +1,9 @@
-"""`mirror serve`: run the daemon."""
+"""`mirror serve`: run the daemon.
+
+The daemon's log carries text from clients (paths, repo ids, headers): before anything
+is served, `mirror.logsafe.install()` makes every record one escaped line and turns
+aiohttp's parser tracebacks into rate-limited one-liners without header values.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,10 @@ def register(sub: Any) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    from mirror import logsafe
     from mirror.app import serve
+
+    logsafe.install()
 
     server: dict[str, Any] = {}
     if args.host:

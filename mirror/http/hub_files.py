@@ -16,6 +16,7 @@ from mirror.errors import MirrorError
 from mirror.http import parse
 from mirror.http.caller import caller_of
 from mirror.http.context import COUNTERS, FILES, stale_headers
+from mirror.http.middleware import client_aborted
 from mirror.model import FileEntry
 from mirror.resolve.metadata import Resolved
 
@@ -69,14 +70,28 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
     if request.transport is not None:
         # Let a few pieces queue in the socket so the next read overlaps the send.
         request.transport.set_write_buffer_limits(high=_WRITE_BUFFER)
-    await resp.prepare(request)
     sent = 0
     try:
+        await resp.prepare(request)
         async for piece in source.iter(start, end):
             await resp.write(piece)
             sent += len(piece)
     except MirrorError as exc:
         log.warning("aborting %s %s after %d/%d bytes: %s", key, path, sent, end - start, exc.message)
+        _abort(request)
+        return resp
+    except ConnectionError:
+        # The client went away (interrupted download, a parallel downloader closing a
+        # spare connection): its doing, not ours. The access line says 499; no traceback.
+        client_aborted(request, sent)
+        _abort(request)
+        return resp
+    except Exception:
+        if not resp.prepared:
+            raise  # the errors middleware answers 500 in the Hub's format
+        # Headers are out: a 500 cannot be sent any more, so the client must see a
+        # broken download, never a hang or a short "complete" one.
+        log.exception("internal error while streaming %s %s after %d bytes; aborting", key, path, sent)
         _abort(request)
         return resp
     finally:

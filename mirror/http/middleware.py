@@ -3,6 +3,11 @@
 Hub errors carry `X-Error-Code`, `X-Error-Message` and a JSON body `{"error": ...}`
 (hf-protocol.md §2.5). Unexpected exceptions become a 500 with no internal detail, and
 are logged with their traceback (never with request headers, which may hold tokens).
+
+The access line escapes every field that comes from the request (mirror/logsafe.py), so
+a path that decodes to CR/LF cannot forge a line. A client that disconnects mid-response
+is logged as status 499 with the body bytes written before it left: a client abort,
+not a 500.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from mirror.errors import MirrorError
+from mirror.logsafe import escape
 
 log = logging.getLogger("mirror.http")
 access_log = logging.getLogger("mirror.access")
@@ -50,6 +56,16 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(500, "internal mirror error")
 
 
+# Status the access line shows for a client that went away mid-response (nginx's convention).
+CLIENT_CLOSED = 499
+_ABORTED = web.RequestKey("client_aborted_after", int)
+
+
+def client_aborted(request: web.Request, sent: int) -> None:
+    """Record that the client closed the connection after `sent` body bytes."""
+    request[_ABORTED] = sent
+
+
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     start = time.perf_counter()
@@ -63,13 +79,18 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as exc:
         status = exc.status
         raise
+    except ConnectionError:
+        status = CLIENT_CLOSED
+        raise
     finally:
+        if _ABORTED in request:
+            status, size = CLIENT_CLOSED, request[_ABORTED]
         if request.app.get(ACCESS_LOG_ON, True):
             access_log.info(
                 '%s "%s %s" %d %d %.1fms',
-                request.remote or "-",
-                request.method,
-                request.rel_url.path[:300],
+                escape(request.remote or "-", 100),
+                escape(request.method, 20),
+                escape(request.rel_url.path, 300).replace('"', "\\x22"),  # quotes delimit the field
                 status,
                 size,
                 (time.perf_counter() - start) * 1000,

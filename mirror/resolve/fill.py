@@ -111,7 +111,11 @@ class Fill:
         stitching ranges (`curl -C -`, aria2) cannot assemble a wrong file."""
         loop = asyncio.get_running_loop()
         own_tail = end - min(HOLDBACK, end - start)
-        fd = os.open(self.spool, os.O_RDONLY)
+        try:
+            fd = os.open(self.spool, os.O_RDONLY)
+        except FileNotFoundError:
+            # The fill failed and dropped its spool before this follower opened it.
+            raise UpstreamError(f"upstream fetch failed: {self.error.message if self.error else 'spool is gone'}") from None
         self.readers += 1
         self.no_readers.clear()
         try:
