@@ -8,7 +8,9 @@ client sees a failed download, never a short or wrong "complete" file.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import AsyncIterator
 
 from aiohttp import web
 
@@ -24,7 +26,14 @@ log = logging.getLogger("mirror.http")
 
 # Above this the Hub client refuses a non-Xet download when it knows the size (§2.3).
 _HF_SIZE_GUARD = 50_000_000_000
-_WRITE_BUFFER = 4 << 20
+# The transport's buffer above which a response waits for its socket to drain, and the
+# largest single write. A fast client is fed from the kernel's socket buffer meanwhile;
+# a slow one holds at most about high + one slice here, not megabytes (100 slow clients).
+_WRITE_HIGH = 128 << 10
+_WRITE_LOW = 32 << 10
+_SLICE = 128 << 10
+# Seconds between checks that a client whose stream waits for its source is still there.
+_GONE_CHECK = 0.5
 
 
 def _file_headers(res: Resolved, entry: FileEntry) -> dict[str, str]:
@@ -67,23 +76,30 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
     resp.content_length = end - start
     if rng is not None:
         resp.headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.size}"
-    if request.transport is not None:
-        # Let a few pieces queue in the socket so the next read overlaps the send.
-        request.transport.set_write_buffer_limits(high=_WRITE_BUFFER)
-    sent = 0
+    transport = request.transport
+    if transport is not None:
+        # A socket that does not drain holds at most this much of its response here.
+        transport.set_write_buffer_limits(high=_WRITE_HIGH, low=_WRITE_LOW)
+    progress = [0]
+    pieces = source.iter(start, end)
+    pump: asyncio.Future[None] | None = None
+    STREAMS.open += 1
     try:
         await resp.prepare(request)
-        async for piece in source.iter(start, end):
-            await resp.write(piece)
-            sent += len(piece)
+        pump = asyncio.ensure_future(_pump(resp, pieces, progress))
+        if not await _done_or_gone(request, pump):
+            # The client went away while the stream waited for its source: drop the work
+            # queued for it now, and end like a failed write would.
+            raise ConnectionResetError("client went away")
+        pump.result()
     except MirrorError as exc:
-        log.warning("aborting %s %s after %d/%d bytes: %s", key, path, sent, end - start, exc.message)
+        log.warning("aborting %s %s after %d/%d bytes: %s", key, path, progress[0], end - start, exc.message)
         _abort(request)
         return resp
     except ConnectionError:
         # The client went away (interrupted download, a parallel downloader closing a
         # spare connection): its doing, not ours. The access line says 499; no traceback.
-        client_aborted(request, sent)
+        client_aborted(request, progress[0])
         _abort(request)
         return resp
     except Exception:
@@ -91,16 +107,66 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
             raise  # the errors middleware answers 500 in the Hub's format
         # Headers are out: a 500 cannot be sent any more, so the client must see a
         # broken download, never a hang or a short "complete" one.
-        log.exception("internal error while streaming %s %s after %d bytes; aborting", key, path, sent)
+        log.exception("internal error while streaming %s %s after %d bytes; aborting", key, path, progress[0])
         _abort(request)
         return resp
     finally:
-        request.app[COUNTERS].bump("served_bytes", sent)
-    if sent != end - start:
+        await _stop(pump, pieces)
+        STREAMS.open -= 1
+        request.app[COUNTERS].bump("served_bytes", progress[0])
+    if progress[0] != end - start:
         _abort(request)
         return resp
     await resp.write_eof()
     return resp
+
+
+class _Streams:
+    """Responses whose body is being sent now, in this process (`streams` in /healthz)."""
+
+    open = 0
+
+
+STREAMS = _Streams()
+
+
+async def _pump(resp: web.StreamResponse, pieces: AsyncIterator[bytes | memoryview], progress: list[int]) -> None:
+    async for piece in pieces:
+        if len(piece) <= _SLICE:
+            await resp.write(piece)
+        else:
+            # In slices: the transport copies what the socket does not take at once,
+            # and a whole chunk (up to 4 MiB) per slow client would add up.
+            view = memoryview(piece)
+            for i in range(0, len(view), _SLICE):
+                await resp.write(view[i:i + _SLICE])
+        progress[0] += len(piece)
+
+
+async def _done_or_gone(request: web.Request, pump: "asyncio.Future[None]") -> bool:
+    """Wait for the pump; False as soon as the client's connection is found closed. A
+    write to a closed socket fails at once, but a pump waiting for a read-ahead decode or
+    a fill's next bytes would otherwise keep that work queued for nobody."""
+    while True:
+        done, _ = await asyncio.wait({pump}, timeout=_GONE_CHECK)
+        if done:
+            return True
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return False
+
+
+async def _stop(pump: "asyncio.Future[None] | None", pieces: AsyncIterator[bytes | memoryview]) -> None:
+    """End the pump and close the source now, not at garbage collection, so its
+    read-ahead is cancelled and its leases (or the fill's reader slot) released."""
+    if pump is not None and not pump.done():
+        pump.cancel()
+        await asyncio.wait({pump})
+    if pump is not None and pump.done() and not pump.cancelled():
+        pump.exception()  # retrieved here; re-raised by the caller's pump.result()
+    aclose = getattr(pieces, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _abort(request: web.Request) -> None:
