@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 from typing import Any
 
 from mirror.cli.common import add_config_args, human_bytes, load_config, print_json
+from mirror.errors import StorageError
 from mirror.services import open_services
 
 
@@ -25,11 +27,16 @@ def register(sub: Any) -> None:
 async def run_verify(args: argparse.Namespace) -> int:
     from mirror.verify import verify
 
-    svc = await open_services(load_config(args), recover_temps=False)
+    config = load_config(args)
     try:
-        rep = await verify(svc, repair=args.repair)
-    finally:
-        await svc.close()
+        svc = await open_services(config, recover_temps=False)
+        try:
+            rep = await verify(svc, repair=args.repair)
+        finally:
+            await svc.close()
+    except (OSError, sqlite3.Error) as exc:
+        # A full or read-only disk while opening or closing the store: one line, no traceback.
+        raise StorageError(f"cannot verify {config.store.data_dir}: {_reason(exc)}") from None
     if args.json:
         print_json(
             {
@@ -58,6 +65,12 @@ async def run_verify(args: argparse.Namespace) -> int:
             print(f"repaired: quarantined {rep.quarantined} chunks, dropped {rep.dropped_manifests} manifests")
         print("ok" if rep.ok else "PROBLEMS FOUND")
     return 0 if rep.ok else 1
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return str(exc)
 
 
 async def run_stats(args: argparse.Namespace) -> int:
