@@ -55,15 +55,15 @@ def wait_stored(config: Path, n: int) -> None:
 def test_verify_and_repair_during_continuous_ingest_find_and_remove_nothing(hub: FakeHub, tmp_path: Path) -> None:
     # Files stored before (so that each verify has chunks to re-hash for a while) and
     # files downloaded while verify runs (each one an ingest: chunks, rows, manifest).
-    before = {f"before/{i}.bin": rand(6 * MiB + i, 100 + i) for i in range(8)}
-    during = {f"during/{i}.bin": rand(MiB // 2 + 7 * i, 200 + i) for i in range(64)}
+    before = {f"before/{i}.bin": rand(8 * MiB + i, 100 + i) for i in range(6)}
+    during = {f"during/{i}.bin": rand(MiB // 4 + 7 * i, 200 + i) for i in range(40)}
     hub.commit("org/m", {**before, **during})
     m = start_mirror(tmp_path, hub)
     try:
         for path, data in before.items():
             assert raw(f"{m.url}/org/m/resolve/main/{path}")[2] == data
         wait_stored(m.config_path, len(before))
-        hub.bandwidth = 6 * MiB  # the downloads span several verify runs
+        hub.bandwidth = MiB  # per response: the downloads span several verify runs
         done = threading.Event()
         got: dict[str, bytes] = {}
 
@@ -72,7 +72,7 @@ def test_verify_and_repair_during_continuous_ingest_find_and_remove_nothing(hub:
 
         def clients() -> None:
             try:
-                with ThreadPoolExecutor(4) as pool:
+                with ThreadPoolExecutor(2) as pool:
                     list(pool.map(download, sorted(during)))
             finally:
                 done.set()
@@ -173,6 +173,7 @@ def test_real_damage_is_still_found_and_repaired(hub: FakeHub, tmp_path: Path) -
         assert hub.bytes_sent_for(sha256(files["good.bin"])) == 0
         assert hub.bytes_sent_for(sha256(files["rot.bin"])) == len(files["rot.bin"])
         assert hub.bytes_sent_for(sha256(files["lost.bin"])) == len(files["lost.bin"])
+        wait_stored(m.config_path, len(files))
     finally:
         m.stop()
     code, rep, _ = verify_json(m.config_path)
