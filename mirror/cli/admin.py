@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sqlite3
 from typing import Any
 
@@ -36,7 +37,7 @@ async def run_verify(args: argparse.Namespace) -> int:
             await svc.close()
     except (OSError, sqlite3.Error) as exc:
         # A full or read-only disk while opening or closing the store: one line, no traceback.
-        raise StorageError(f"cannot verify {config.store.data_dir}: {_reason(exc)}") from None
+        raise StorageError(f"cannot verify {config.store.data_dir}: {_reason(exc)}{_full(config.store.data_dir)}") from None
     if args.json:
         print_json(
             {
@@ -49,6 +50,7 @@ async def run_verify(args: argparse.Namespace) -> int:
                 "db_problems": rep.db_problems,
                 "quarantined": rep.quarantined,
                 "dropped_manifests": rep.dropped_manifests,
+                "cleared_on_recheck": rep.cleared,
             }
         )
     else:
@@ -71,6 +73,14 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
     return str(exc)
+
+
+def _full(path: object) -> str:
+    """A hint when the disk is full: SQLite then says only "disk I/O error"."""
+    try:
+        return " (the disk is full)" if shutil.disk_usage(str(path)).free < (1 << 20) else ""
+    except OSError:
+        return ""
 
 
 async def run_stats(args: argparse.Namespace) -> int:
