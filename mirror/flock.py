@@ -24,13 +24,21 @@ class FileLock:
         self.path = path
         self.what = what
 
-    def acquire(self, *, record_pid: bool = False) -> int:
+    def acquire(self, *, record_pid: bool = False, shared: bool = False) -> int:
         """Take the lock without waiting; return the fd that holds it (give it back to
         `release`). Creates the file if needed. Raises LockBusy when another open file
-        description holds it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        description holds it (exclusively, for a `shared` request: any number of shared
+        holders at once, and no exclusive one meanwhile)."""
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            if not shared:
+                raise
+            # A read-only store can still be read under the lock: flock works on a
+            # read-only descriptor.
+            fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise LockBusy(f"{self.what}{self._holder()}") from None

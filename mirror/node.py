@@ -41,6 +41,7 @@ from types import TracebackType
 
 from mirror.admin.bundle_import import BundleImporter
 from mirror.admin.export import Exporter
+from mirror.admin.hfcache import HfCacheImporter
 from mirror.catalog import Catalog
 from mirror.clock import Clock, SystemClock
 from mirror.config import Config, parse_size
@@ -70,6 +71,7 @@ from mirror.store.packs import PackStore
 from mirror.store.reader import ChunkReader
 from mirror.store.space import SpaceGuard
 from mirror.sync.run import Syncer
+from mirror.verify import Verifier
 from mirror.upstream.client import HubClient
 
 log = logging.getLogger("mirror")
@@ -103,6 +105,8 @@ class Node:
     lifecycle: LifecycleJob
     bundles: BundleImporter
     exporter: Exporter
+    hfcache: HfCacheImporter
+    verifier: Verifier
     # Serving (upstream session opened by `open_node(..., online=True)`).
     hub: HubClient
     access: Access
@@ -207,6 +211,8 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         lifecycle=LifecycleJob(archiver, evictor, collector),
         bundles=BundleImporter(store, ingestor, catalog.repos, catalog.meta),
         exporter=Exporter(catalog, store, key, clock, executor),
+        hfcache=HfCacheImporter(ingestor, catalog.repos),
+        verifier=Verifier(catalog, store, executor, lifecycle_lock),
         hub=hub, access=access, metadata=metadata, space=space, fetcher=fetcher, files=files,
         passthrough=Passthrough(hub, catalog.repos, catalog.api, access),
         syncer=Syncer(metadata, files, fetcher, catalog.repos, catalog.meta, config.sync,

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from mirror.verify import verify
 from tests.conftest import bf16_like, random_bytes, safetensors_bytes
 from tests.lifecycle_util import DAY, add_revision, chunk_ids, hot_ids, open_node, pack_ids, past_clock, read_file, run_cli, sha
 
@@ -45,7 +44,7 @@ async def test_idle_revisions_are_archived_and_stay_readable(data_dir: Path) -> 
         assert await read_file(svc, old) == old
         assert await read_file(svc, old, 1_000_003, 2_500_000) == old[1_000_003:2_500_000]
         assert all(svc.store.has(c) for c in chunk_ids(old))
-        assert (await verify(svc)).ok
+        assert (await svc.verifier.verify()).ok
         # A second run has nothing to do.
         assert (await svc.archiver.archive()).chunks == 0
         audit = await svc.catalog.lifecycle.audit_log("archive")
@@ -74,7 +73,7 @@ async def test_thaw_and_automatic_thaw_after_hits(data_dir: Path) -> None:
         svc.catalog.meta.touch(repo, sha(2))
         assert await svc.archiver.thaw_hot_again((await _policy(svc))) == 1
         assert hot_ids(svc) >= chunk_ids(b)
-        assert (await verify(svc)).ok
+        assert (await svc.verifier.verify()).ok
     finally:
         await svc.close()
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from mirror.lifecycle.policy import Policy, Watermark, revision_access
-from mirror.verify import verify
 from tests.conftest import random_bytes
 from tests.lifecycle_util import DAY, add_revision, chunk_ids, hot_ids, open_node, past_clock, read_file, sha
 
@@ -39,7 +38,7 @@ async def test_watermark_evicts_least_recently_used_first(data_dir: Path) -> Non
         assert hot_ids(svc) == chunk_ids(files[0], files[4])
         assert await svc.catalog.lifecycle.stored_bytes() <= 5 * MiB
         assert await read_file(svc, files[4]) == files[4]
-        assert (await verify(svc)).ok
+        assert (await svc.verifier.verify()).ok
         assert (await svc.evictor.evict()).evicted == []  # under the mark now
     finally:
         await svc.close()

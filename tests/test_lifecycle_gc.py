@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from mirror.verify import verify
 from tests.conftest import bf16_like, random_bytes, safetensors_bytes
 from tests.lifecycle_util import DAY, add_revision, chunk_ids, hot_ids, open_node, pack_ids, past_clock, read_file, run_cli, sha
 
@@ -51,7 +50,7 @@ async def test_gc_removes_exactly_the_unreachable_chunks(data_dir: Path) -> None
         assert pack_ids(svc) == expected - chunk_ids(random_bytes(MiB, 5))
         for data in (b, c):
             assert await read_file(svc, data) == data
-        assert (await verify(svc)).ok
+        assert (await svc.verifier.verify()).ok
         second = await svc.collector.gc()
         assert second.manifests_deleted == second.chunk_rows_deleted == second.packs_repacked == 0
     finally:

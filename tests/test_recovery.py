@@ -18,7 +18,6 @@ from mirror.config import Config
 from mirror.errors import CorruptChunk, HashMismatch
 from mirror.node import open_node
 from mirror.store.codec import HEADER_SIZE
-from mirror.verify import verify
 from tests.conftest import MiB, bf16_like, random_bytes, safetensors_bytes, sha256_identity, write
 
 
@@ -121,7 +120,7 @@ async def test_kill_during_ingest_leaves_a_consistent_store(config: Config, tmp_
         assert set(rows) <= stored, "a chunk row points at a chunk that is not stored"
         for cid in stored:
             svc.store.read(cid)  # every visible chunk is whole
-        report = await verify(svc)
+        report = await svc.verifier.verify()
         assert report.ok and report.manifests_checked == 0
         # The same ingest then completes and reads back.
         man = await svc.ingestor.ingest_path(path, identity)
@@ -147,21 +146,21 @@ async def test_verify_finds_and_repairs_a_flipped_bit(config: Config, tmp_path: 
 
         with pytest.raises(CorruptChunk):
             svc.store.read(victim)
-        report = await verify(svc)
+        report = await svc.verifier.verify()
         assert not report.ok
         assert report.bad_chunks == [victim]
         assert report.chunks_checked == len(set(svc.store.iter_ids()))
         assert report.manifests_checked == 2 and report.quarantined == 0
         assert await svc.catalog.content.get_manifest(bad_man.identity) is not None  # no repair asked
 
-        repaired = await verify(svc, repair=True)
+        repaired = await svc.verifier.verify(repair=True)
         assert repaired.bad_chunks == [victim] and repaired.quarantined == 1 and repaired.dropped_manifests == 1
         assert not svc.store.has(victim) and svc.layout.quarantine_path(victim).exists()
         assert await svc.catalog.content.get_manifest(bad_man.identity) is None
         assert victim not in await svc.catalog.content.chunk_rows()
         assert await svc.catalog.content.get_manifest(good_man.identity) == good_man
 
-        after = await verify(svc)
+        after = await svc.verifier.verify()
         assert after.ok and after.manifests_checked == 1
         # The dropped file can be ingested again from good bytes.
         again = await svc.ingestor.ingest_path(tmp_path / "bad", sha256_identity(bad))
@@ -177,10 +176,10 @@ async def test_verify_reports_a_missing_chunk(config: Config, tmp_path: Path) ->
         man = await svc.ingestor.ingest_path(write(tmp_path / "f", data), sha256_identity(data))
         gone = man.chunks[0].chunk_id
         svc.layout.chunk_path(gone).unlink()
-        report = await verify(svc)
+        report = await svc.verifier.verify()
         assert report.missing_chunks == [gone] and not report.ok
-        await verify(svc, repair=True)
+        await svc.verifier.verify(repair=True)
         assert await svc.catalog.content.get_manifest(man.identity) is None
-        assert (await verify(svc)).ok
+        assert (await svc.verifier.verify()).ok
     finally:
         await svc.close()

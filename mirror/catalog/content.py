@@ -91,6 +91,27 @@ class ContentCatalog:
             await c.execute("INSERT INTO changelog(at, kind, key) VALUES (?, 'manifest-deleted', ?)", (self._now(), identity))
         self._manifests.pop(identity, None)
 
+    async def manifest_row(self, identity: str) -> tuple[Manifest, float] | None:
+        """The manifest as stored now, and when it was written, read from the database
+        (not the in-memory cache): `verify` re-reads a row before it acts on it."""
+        row = await self.db.fetchone(
+            "SELECT body, signer, signature, created_at FROM manifests WHERE identity = ?", (identity,)
+        )
+        if row is None:
+            return None
+        return parse(bytes(row["body"]), row["signer"], bytes(row["signature"])), float(row["created_at"])
+
+    async def delete_manifest_if(self, identity: str, created_at: float) -> bool:
+        """Delete the manifest only if its row is still the one written at `created_at`
+        (an ingest that re-stored it since wrote a new row, which stays)."""
+        async with self.db.transaction() as c:
+            cur = await c.execute("DELETE FROM manifests WHERE identity = ? AND created_at = ?", (identity, created_at))
+            gone = cur.rowcount > 0
+            if gone:
+                await c.execute("INSERT INTO changelog(at, kind, key) VALUES (?, 'manifest-deleted', ?)", (self._now(), identity))
+        self._manifests.pop(identity, None)
+        return gone
+
     async def iter_manifests(self) -> list[Manifest]:
         rows = await self.db.fetchall("SELECT body, signer, signature FROM manifests ORDER BY identity")
         return [parse(bytes(r["body"]), r["signer"], bytes(r["signature"])) for r in rows]

@@ -152,13 +152,25 @@ class RepoCatalog:
         self._remember(repo, sha, {e.path: e for e in items})
 
     async def set_commit_info(self, repo: int, sha: str, info: dict[str, Any]) -> None:
+        """Store repo info at a commit. Info from upstream replacing an `import-hf-cache`
+        info marked incomplete also drops that import's listing (it names only the files
+        the cache held), so that the next request lists the commit upstream."""
         now = self._now()
+        dropped = False
         async with self.db.transaction() as c:
+            cur = await c.execute("SELECT info_json FROM commits WHERE repo = ? AND sha = ?", (repo, sha))
+            old = await cur.fetchone()
+            if old is not None and is_partial_import(old[0]) and not is_partial_import(json.dumps(info)):
+                await c.execute("DELETE FROM files WHERE repo = ? AND commit_sha = ?", (repo, sha))
+                await c.execute("UPDATE commits SET listed_at = NULL WHERE repo = ? AND sha = ?", (repo, sha))
+                dropped = True
             await c.execute(
                 "INSERT INTO commits(repo, sha, info_json, listed_at, created_at) VALUES (?,?,?,NULL,?) "
                 "ON CONFLICT(repo, sha) DO UPDATE SET info_json = excluded.info_json",
                 (repo, sha, json.dumps(info), now),
             )
+        if dropped:
+            self._listings.pop((repo, sha), None)
         self._remember_info(repo, sha, info)
 
     async def commit_info(self, repo: int, sha: str) -> dict[str, Any] | None:
@@ -218,6 +230,21 @@ class RepoCatalog:
     async def commits_of(self, repo: int) -> list[str]:
         rows = await self.db.fetchall("SELECT sha FROM commits WHERE repo = ? ORDER BY created_at", (repo,))
         return [r["sha"] for r in rows]
+
+
+# The key `import-hf-cache` adds to the repo info it writes for a commit; `complete` is
+# false when the cache held only some of the commit's files (admin/hfcache.py).
+IMPORT_MARK = "mirrorImport"
+
+
+def is_partial_import(info_json: str | None) -> bool:
+    if not info_json or IMPORT_MARK not in info_json:
+        return False
+    try:
+        mark = json.loads(info_json).get(IMPORT_MARK)
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(mark, dict) and mark.get("complete") is False
 
 
 def _repo_row(row: Any) -> RepoRow:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import sqlite3
 from typing import Any
 
-from mirror.cli.common import add_config_args, human_bytes, node_for, print_json
+from mirror.cli.common import add_config_args, human_bytes, load_config, node_for, print_json
+from mirror.errors import StorageError
 
 
 def register(sub: Any) -> None:
@@ -22,10 +25,14 @@ def register(sub: Any) -> None:
 
 
 async def run_verify(args: argparse.Namespace) -> int:
-    from mirror.verify import verify
-
-    async with node_for(args) as node:
-        rep = await verify(node, repair=args.repair)
+    config = load_config(args)
+    try:
+        async with node_for(args, config=config) as node:
+            rep = await node.verifier.verify(repair=args.repair)
+    except (OSError, sqlite3.Error, StorageError) as exc:
+        # A full or read-only disk while opening or closing the store: one line, no traceback.
+        reason = exc.message if isinstance(exc, StorageError) else _reason(exc)
+        raise StorageError(f"cannot verify {config.store.data_dir}: {reason}{_full(config.store.data_dir)}") from None
     if args.json:
         print_json(
             {
@@ -38,6 +45,7 @@ async def run_verify(args: argparse.Namespace) -> int:
                 "db_problems": rep.db_problems,
                 "quarantined": rep.quarantined,
                 "dropped_manifests": rep.dropped_manifests,
+                "cleared_on_recheck": rep.cleared,
             }
         )
     else:
@@ -54,6 +62,20 @@ async def run_verify(args: argparse.Namespace) -> int:
             print(f"repaired: quarantined {rep.quarantined} chunks, dropped {rep.dropped_manifests} manifests")
         print("ok" if rep.ok else "PROBLEMS FOUND")
     return 0 if rep.ok else 1
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return str(exc)
+
+
+def _full(path: object) -> str:
+    """A hint when the disk is full: SQLite then says only "disk I/O error"."""
+    try:
+        return " (the disk is full)" if shutil.disk_usage(str(path)).free < (1 << 20) else ""
+    except OSError:
+        return ""
 
 
 async def run_stats(args: argparse.Namespace) -> int:

@@ -21,23 +21,30 @@ def register(sub: Any) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from mirror.admin.hfcache import default_cache_dir, import_hf_cache
+    from mirror.admin.hfcache import default_cache_dir
 
     root = Path(args.path).expanduser() if args.path else default_cache_dir()
     progress = Progress("import", quiet=args.quiet or args.json)
     async with node_for(args, recover_temps=True) as node:
         try:
-            rep = await import_hf_cache(node, root, progress)
+            rep = await node.hfcache.run(root, progress)
         finally:
             progress.close()
     if args.json:
         print_json({
             "repos": rep.repos, "blobs_imported": rep.blobs_imported, "bytes_imported": rep.bytes_imported,
-            "blobs_already_stored": rep.blobs_already_stored, "refs": rep.refs, "skipped": rep.skipped,
+            "blobs_already_stored": rep.blobs_already_stored, "refs": rep.refs, "revisions": rep.revisions,
+            "partial_revisions": rep.partial_revisions, "skipped": rep.skipped, "xet_tree_caches": rep.xet_tree_caches,
         })
     else:
         print(f"imported {rep.blobs_imported} blobs ({human_bytes(rep.bytes_imported)}) from {len(rep.repos)} repos; "
-              f"{rep.blobs_already_stored} already stored; {rep.refs} refs")
+              f"{rep.blobs_already_stored} already stored; {rep.revisions} revisions listed; {rep.refs} refs")
+        for rev in rep.partial_revisions:
+            print(f"PARTIAL {rev}: the cache holds only some files of this commit (no trees/<commit>.json); "
+                  "offline, only those are listed")
         for s in rep.skipped:
             print(f"SKIPPED {s}")
+        for f in rep.xet_tree_caches:
+            print(f"XET {f}: lists Xet hashes; huggingface_hub with hf_xet will ask this mirror for a Xet token "
+                  f"and fail. Fix: mirror doctor --fix {root}")
     return 1 if rep.skipped else 0

@@ -72,11 +72,19 @@ class Metadata:
             return Resolved(key, repo, str(info["sha"])), info
         if FULL_SHA.fullmatch(rev):
             info = await self.repos.commit_info(repo, rev)
-            if info is not None:
+            if info is not None and not _partial(info):
                 await self.access.check_metadata(key, repo, rev, caller)
                 return Resolved(key, repo, rev), info
-            _repo, info = await self._fetch_info(key, rev, caller)
-            return Resolved(key, repo, rev), info
+            try:
+                _repo, fetched = await self._fetch_info(key, rev, caller)
+            except UpstreamError:
+                if info is None:
+                    raise
+                # Only a partial import of this commit (admin/hfcache.py) is known: serve
+                # what it holds while upstream cannot give the whole commit.
+                await self.access.check_metadata(key, repo, rev, caller)
+                return Resolved(key, repo, rev, stale=True), info
+            return Resolved(key, repo, rev), fetched
         ref = await self.repos.get_ref(repo, rev)
         if ref is not None and not fresh and self.clock.now() - ref[1] < self.config.ref_ttl:
             info = await self.repos.commit_info(repo, ref[0])
@@ -169,6 +177,12 @@ class Metadata:
 
     async def entry(self, res: Resolved, path: str, caller: Caller) -> FileEntry | None:
         return (await self.listing(res, caller)).get(path)
+
+
+def _partial(info: dict[str, Any]) -> bool:
+    """True for the info of a commit imported from a partial huggingface_hub snapshot."""
+    mark = info.get("mirrorImport")
+    return isinstance(mark, dict) and mark.get("complete") is False
 
 
 def with_directories(entries: list[FileEntry]) -> list[FileEntry]:

@@ -31,10 +31,11 @@ from typing import Callable, Iterable, Iterator, Protocol
 import blake3
 
 from mirror import crashpoints
-from mirror.errors import ChunkMissing, CorruptChunk
+from mirror.errors import ChunkMissing, CorruptChunk, IntegrityError
 from mirror.store.codec import HEADER_SIZE, MAX_CHUNK, RAW, Buffer, Codec, FrameError, peek_header
 from mirror.store.backend import ChunkBackend, FileBackend
 from mirror.store.fsio import DurableFS
+from mirror.store.layout import is_chunk_id
 
 # No frame is larger than a raw frame of the largest chunk: compressed frames are only
 # kept when they are smaller than raw.
@@ -306,6 +307,8 @@ class ChunkStore:
     def quarantine(self, cid: str) -> bool:
         """Move a chunk that failed verification out of the readable set, keeping its
         frame for inspection under the quarantine directory."""
+        if not is_chunk_id(cid):
+            raise ValueError(f"not a chunk id: {cid[:80]!r}")
         dest = self.quarantine_dir / cid
         if self._files is not None:
             try:
@@ -321,6 +324,24 @@ class ChunkStore:
         tmp.write_bytes(frame)
         os.replace(tmp, dest)
         return self.backend.delete(cid)
+
+    def quarantine_if_bad(self, cid: str) -> bool:
+        """Quarantine the chunk, then judge the frame that was moved: a reader may have
+        replaced a rotten chunk by a good copy since it was found bad, and that one goes
+        back. True if a bad frame is now in quarantine."""
+        if not self.quarantine(cid):
+            return False
+        moved = self.quarantine_dir / cid
+        try:
+            frame = moved.read_bytes() if moved.stat().st_size <= MAX_FRAME else b""
+            good = bool(frame) and chunk_id_of(self._codec().decode(frame)) == cid
+        except (IntegrityError, ValueError, OSError):
+            good = False
+        if not good:
+            return True
+        self.backend.put(cid, frame)  # durable; a no-op if a copy is there again
+        os.unlink(moved)
+        return False
 
     def iter_ids(self) -> Iterator[str]:
         """Every chunk id stored in the backend (archived-only chunks are not listed)."""
