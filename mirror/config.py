@@ -28,6 +28,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mirror.errors import ConfigError
+# The parsers live in units.py; re-exported here, where callers have always found them.
+from mirror.units import Watermark, parse_duration, parse_size
+
+__all__ = ["Config", "ConfigError", "Watermark", "parse_duration", "parse_size"]
 
 log = logging.getLogger("mirror.config")
 
@@ -95,27 +99,6 @@ class SyncConfig:
     # Seconds between scheduled syncs inside the daemon; 0 disables.
     interval: float = 0.0
     repos: tuple[SyncRepo, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Watermark:
-    """A share of the volume (`percent` set) or an absolute size of the store."""
-
-    percent: float | None = None
-    size: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> "Watermark":
-        t = text.strip()
-        if t.endswith("%"):
-            try:
-                pct = float(t[:-1])
-            except ValueError:
-                raise ConfigError(f"invalid watermark {text!r} (use e.g. 90% or 500G)") from None
-            if not 0 < pct <= 100:
-                raise ConfigError(f"watermark {text!r} must be in (0, 100]%")
-            return cls(percent=pct / 100)
-        return cls(size=parse_size(t))
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +337,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"{src}: key 'cache.ref_ttl' must be >= 0")
     if cfg.store.workers < 1:
         raise ConfigError(f"{src}: key 'store.workers' must be >= 1")
+    try:
+        parse_size(cfg.store.min_free)
+    except ConfigError as exc:
+        raise ConfigError(f"{src}: key 'store.min_free': {exc.message}") from None
     for i, repo in enumerate(cfg.sync.repos):
         if repo.repo_type not in ("model", "dataset", "space"):
             raise ConfigError(f"{src}: key 'sync.repos[{i}].repo_type' must be model, dataset or space")
@@ -368,35 +355,3 @@ def _validate(cfg: Config) -> None:
                        ("server", "max_cold_fetches")):
         if getattr(getattr(cfg, table), key) < 0:
             raise ConfigError(f"{src}: key '{table}.{key}' must be >= 0")
-
-
-def parse_duration(text: str) -> float:
-    """'90s', '5m', '1h', '30d', '2w' or a bare number of seconds -> seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    t = text.strip().lower()
-    if not t.isascii() or not t:
-        raise ConfigError(f"invalid duration {text!r}")
-    mult = units.get(t[-1])
-    num = t[:-1] if mult else t
-    try:
-        value = float(num)
-    except ValueError:
-        raise ConfigError(f"invalid duration {text!r} (use e.g. 90s, 5m, 1h, 30d)") from None
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"invalid duration {text!r}: must be finite and not negative")
-    return value * (mult or 1)
-
-
-def parse_size(text: str) -> int:
-    """'10G', '512MiB', '1000000' -> bytes (binary multiples)."""
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}.get(t[-1:] or "", 1)
-    num = t[:-1] if mult != 1 else t
-    try:
-        value = float(num)
-    except ValueError:
-        raise ConfigError(f"invalid size {text!r} (use e.g. 500G or 80%)") from None
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"invalid size {text!r}: must be finite and not negative")
-    return int(value * mult)
-

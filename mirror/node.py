@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,14 +55,14 @@ from mirror.lifecycle.job import LifecycleJob
 from mirror.lifecycle.policy import Policy
 from mirror.resolve.access import Access
 from mirror.resolve.files import Files
-from mirror.resolve.fill import Fetcher
+from mirror.resolve.fetcher import Fetcher
 from mirror.resolve.metadata import Metadata
 from mirror.resolve.origin import Origin
 from mirror.resolve.passthrough import Passthrough
 from mirror.resolve.upstream_origin import UpstreamOrigin
 from mirror.scheduler import Scheduler
 from mirror.store.chunkstore import ChunkStore
-from mirror.store.fsio import process_alive
+from mirror.store.fsio import remove_dead_temps
 from mirror.store.layout import Layout, open_layout
 from mirror.store.leases import LeaseTable
 from mirror.store.localfs import LocalBackend
@@ -133,8 +132,6 @@ class Node:
         interval = self.archiver.policy.interval
         if interval > 0:
             self.scheduler.spawn(self.lifecycle.forever(interval), name="lifecycle")
-        # Short of space: evict and collect now, whatever the lifecycle schedule.
-        self.space.on_low = lambda: self.scheduler.spawn(self.lifecycle.relieve(), name="relieve")
 
     async def _flush_loop(self) -> None:
         failing = False
@@ -170,7 +167,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     clock = clock or SystemClock()
     layout = open_layout(config.store.data_dir)
     if recover_temps:
-        n = recover(layout)
+        n = remove_dead_temps(layout.tmp)
         if n:
             log.info("recovery: removed %d temp files of interrupted writes", n)
     policy = Policy.from_config(config.lifecycle)
@@ -199,16 +196,19 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     hub = HubClient(config.upstream, clock)
     access = Access(hub, catalog.repos, clock, config.cache.auth_ttl)
     metadata = Metadata(hub, catalog.repos, clock, config.cache, access)
-    space = SpaceGuard(layout.root, parse_size(config.store.min_free), clock)
+    lifecycle = LifecycleJob(archiver, evictor, collector)
+    # Short of space: evict and collect now, whatever the lifecycle schedule.
+    space = SpaceGuard(layout.root, parse_size(config.store.min_free), clock,
+                       on_low=lambda: scheduler.spawn(lifecycle.relieve(), name="relieve"))
     origins: list[Origin] = [UpstreamOrigin(hub, config.upstream.max_resumes)]
     fetcher = Fetcher(origins, ingestor, catalog.repos, catalog.meta, layout, scheduler, space, max_fills=config.server.max_cold_fetches)
-    files = Files(metadata, access, fetcher, catalog.content, catalog.meta, store, reader, hub, clock)
+    files = Files(metadata, access, fetcher, catalog.content, catalog.meta, store, reader, origins, clock)
     node = Node(
         config=config, clock=clock, layout=layout, store=store, packs=packs, catalog=catalog, key=key,
         executor=executor, write_executor=write_executor, leases=leases, ingestor=ingestor, reader=reader,
         scheduler=scheduler,
         archiver=archiver, evictor=evictor, collector=collector,
-        lifecycle=LifecycleJob(archiver, evictor, collector),
+        lifecycle=lifecycle,
         bundles=BundleImporter(store, ingestor, catalog.repos, catalog.meta),
         exporter=Exporter(catalog, store, key, clock, executor),
         hfcache=HfCacheImporter(ingestor, catalog.repos),
@@ -245,26 +245,3 @@ def _tune_malloc() -> None:
         libc.mallopt(_M_TRIM_THRESHOLD, 128 << 20)
     except (OSError, AttributeError):
         pass
-
-
-def recover(layout: Layout) -> int:
-    """Remove temp files left by interrupted writes of processes that are gone (temps
-    carry their writer's pid, so a CLI run never removes a live daemon's temps)."""
-    removed = 0
-    for name in os.listdir(layout.tmp):
-        if _writer_alive(name):
-            continue
-        try:
-            os.unlink(layout.tmp / name)
-            removed += 1
-        except OSError:
-            pass
-    return removed
-
-
-def _writer_alive(name: str) -> bool:
-    parts = name.split(".")
-    if len(parts) < 4 or not parts[-3].isdigit():
-        return False
-    pid = int(parts[-3])
-    return pid != os.getpid() and process_alive(pid)

@@ -150,7 +150,7 @@ def test_short_of_space_eviction_runs_and_caching_resumes(hub: FakeHub, tmp_path
             status, h, body = raw(m.url + "/org/b/resolve/main/b.bin")
         except Exception:
             raise AssertionError("\n".join(m.log[-30:])) from None
-        assert status == 200 and body == b and h.get("X-Mirror-Cache", "").startswith("bypass")
+        assert status == 200 and body == b and h.get("X-Mirror-Cache", "").startswith("bypass"), "\n".join(m.log[-30:])
         # Eviction and GC ran by themselves (no lifecycle schedule is configured).
         deadline = time.monotonic() + 30
         while not any("space relief: evicted" in line for line in m.log) and time.monotonic() < deadline:
@@ -177,7 +177,7 @@ async def test_a_spool_that_runs_out_of_space_never_claims_bytes_it_did_not_writ
     import hashlib
 
     from mirror.errors import StorageError
-    from mirror.resolve.origin import Sink
+    from mirror.resolve.origin import SpoolSink as Sink
 
     fill_up(small_fs, 3 * MiB)
     spool = small_fs / "spool.part"

@@ -114,10 +114,7 @@ def _read_and_stage(store: ChunkStore, path: Path, staged: dict[str, Staged]) ->
                 raise IntegrityError(f"bundle chunk {cid[:16]}: {exc.message}") from None
             if chunk_id_of(raw) != cid:
                 raise IntegrityError(f"bundle chunk {cid[:16]} does not match its id (blake3)")
-            if store.has(cid):
-                staged[cid] = Staged(cid, len(raw), 0, -1, None)
-            else:
-                staged[cid] = store.stage_frame(cid, len(raw), frame)
+            staged[cid] = store.stage_verified(cid, len(raw), frame)
         if pos != len(expected):
             raise BadSignature("bundle is missing chunk records its header lists")
         public, signature = rec.payload[:32], rec.payload[32:]

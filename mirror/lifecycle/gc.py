@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import time
 from dataclasses import dataclass
 
@@ -31,7 +30,7 @@ from mirror.flock import FileLock
 from mirror.lifecycle.policy import Policy, flush_access
 from mirror.store.chunkstore import ChunkStore
 from mirror.store.leases import LeaseTable
-from mirror.store.packs import PackStore, PackWriter
+from mirror.store.packs import PackStore
 
 log = logging.getLogger("mirror.lifecycle")
 
@@ -187,7 +186,7 @@ class Collector:
                 continue
             if sum(e[2] for e in entries) >= REPACK_BELOW * size:
                 continue
-            writer = await loop.run_in_executor(None, self._copy_live, name, sorted(entries, key=lambda e: e[1]))
+            writer = await loop.run_in_executor(None, self.packs.copy_live, name, sorted(entries, key=lambda e: e[1]))
             await loop.run_in_executor(None, writer.finish)
             await loop.run_in_executor(None, writer.check)
             await loop.run_in_executor(None, writer.publish)
@@ -198,17 +197,3 @@ class Collector:
             crashpoints.hit("gc.repacked")
             await loop.run_in_executor(None, archive.delete, name)
             rep.packs_repacked += 1
-
-    def _copy_live(self, name: str, entries: list[tuple[str, int, int]]) -> PackWriter:
-        archive = self.packs
-        writer = PackWriter(archive.directory, self.store.fs)
-        fd = os.open(archive.path(name), os.O_RDONLY)
-        try:
-            for cid, off, length in entries:
-                writer.add(cid, os.pread(fd, length, off))
-        except BaseException:
-            writer.abort()
-            raise
-        finally:
-            os.close(fd)
-        return writer

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, Protocol
+from typing import AsyncIterator, Callable, Protocol, Sequence
 
 from mirror.caller import Caller
 from mirror.catalog.content import ContentCatalog
@@ -26,11 +26,12 @@ from mirror.manifest import Manifest
 from mirror.model import FileEntry, RepoKey
 from mirror.resolve.access import Access
 from mirror.resolve.direct import DirectSource
-from mirror.resolve.fill import Fetcher, Fill, FillTarget
+from mirror.resolve.fetcher import Fetcher
+from mirror.resolve.fill import Fill, FillTarget
 from mirror.resolve.metadata import Metadata, Resolved
+from mirror.resolve.origin import Origin
 from mirror.store.chunkstore import ChunkStore
 from mirror.store.reader import ChunkReader
-from mirror.upstream.client import HubClient
 
 log = logging.getLogger("mirror.files")
 
@@ -101,9 +102,11 @@ class Files:
         usage: MetaCatalog,
         store: ChunkStore,
         reader: ChunkReader,
-        hub: HubClient,
+        origins: Sequence[Origin],
         clock: Clock,
     ) -> None:
+        """`origins` feed the direct streams of files the node cannot store now (the
+        fills of `fetcher` are fed by the same list)."""
         self.metadata = metadata
         self.access = access
         self.fetcher = fetcher
@@ -111,7 +114,7 @@ class Files:
         self.usage = usage
         self.store = store
         self.reader = reader
-        self.hub = hub
+        self.origins = origins
         self.clock = clock
         self._present: dict[str, float] = {}
 
@@ -141,12 +144,13 @@ class Files:
                 return await self._direct(res, entry, caller, fill.error)
             if fill.error is not None and not fill.written:
                 raise _replay(fill.error)
-        return FillSource(fill, lambda: DirectSource(self.hub, res.key, res.commit, entry, caller))
+        target = FillTarget(res.key, res.commit, entry)
+        return FillSource(fill, lambda: DirectSource(self.origins, target, caller))
 
     async def _direct(self, res: Resolved, entry: FileEntry, caller: Caller, why: StorageError) -> DirectSource:
         """The node cannot store this file now: stream it to this client uncached."""
         log.warning("%s; streaming %s %s from upstream uncached", why.message, res.key, entry.path)
-        direct = DirectSource(self.hub, res.key, res.commit, entry, caller)
+        direct = DirectSource(self.origins, FillTarget(res.key, res.commit, entry), caller)
         await direct.open()
         return direct
 

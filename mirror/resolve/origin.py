@@ -7,7 +7,7 @@ delivers the bytes it can into the fill's `Sink`, in file order, starting at
 followers stream from the sink's spool behind the hold-back whichever origin feeds it.
 
 Verification happens in one place whatever the origin: the sink hashes every byte it
-accepts, and the `Fetcher` (resolve/fill.py) compares the whole file's digest (sha256,
+accepts, and the `Fetcher` (resolve/fetcher.py) compares the whole file's digest (sha256,
 or the git blob sha1) with the listed identity before a single held-back byte is
 released or anything is stored. Where an origin has chunks by id (a peer's signed
 manifest), `Sink.write_chunk` also checks each chunk's blake3 before accepting it.
@@ -33,7 +33,33 @@ from mirror.resolve.spool import FillTarget, SpoolWriter
 from mirror.store.chunkstore import chunk_id_of
 
 
-class Sink:
+class Sink(Protocol):
+    """Where an origin delivers bytes, in file order. Two kinds: a fill's `SpoolSink`
+    (kept, followed by any number of clients) and a direct stream's pipe (one client,
+    nothing kept: resolve/direct.py)."""
+
+    @property
+    def offset(self) -> int:
+        """Where the next piece goes: bytes [0, offset) are delivered."""
+
+    async def write(self, piece: bytes) -> None:
+        """Append `piece` at `offset`; UpstreamError past the file's size, StorageError
+        once the sink cannot take bytes any more."""
+
+    async def write_chunk(self, chunk_id: str, raw: bytes) -> None:
+        """Append one chunk after checking its blake3 id (IntegrityError if it differs)."""
+
+    async def drain(self) -> None:
+        """Wait until every accepted piece is delivered."""
+
+
+def check_chunk(chunk_id: str, raw: bytes) -> None:
+    """The per-chunk check of bytes an origin gives by chunk id (blake3 of the raw bytes)."""
+    if chunk_id_of(raw) != chunk_id:
+        raise IntegrityError(f"chunk {chunk_id[:16]} does not match its blake3 id")
+
+
+class SpoolSink:
     """The write side of one fill: hashes and spools pieces in order, off the loop."""
 
     def __init__(self, fd: int, hasher: object, offset: int, size: int, on_written: Callable[[int, bytes], None]) -> None:
@@ -77,8 +103,7 @@ class Sink:
     async def write_chunk(self, chunk_id: str, raw: bytes) -> None:
         """Append one chunk after checking it against its id (blake3); a mismatch is
         refused (IntegrityError) and nothing of it is written."""
-        if chunk_id_of(raw) != chunk_id:
-            raise IntegrityError(f"chunk {chunk_id[:16]} does not match its blake3 id")
+        check_chunk(chunk_id, raw)
         await self.write(raw)
 
     async def drain(self) -> None:

@@ -147,6 +147,13 @@ class ChunkStore:
         tmp = self.fs.stage(frame, self.tmp_dir, cid)
         return Staged(cid, raw_len, len(frame), frame[4], tmp)
 
+    def stage_verified(self, cid: str, raw_len: int, frame: bytes) -> "Staged":
+        """Stage a frame the caller decoded and checked against `cid`, unless the chunk
+        is stored already (then nothing is written and `tmp` is None)."""
+        if self.has(cid):
+            return Staged(cid, raw_len, 0, -1, None)
+        return self.stage_frame(cid, raw_len, frame)
+
     def stage_raw(self, raw: bytes | memoryview, *, group_width: int = 0) -> "Staged":
         """`encode_raw` then `stage_encoded`: a chunk already stored is not staged (`tmp` is None)."""
         return self.stage_encoded(self.encode_raw(raw, group_width=group_width))

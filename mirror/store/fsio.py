@@ -120,3 +120,27 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def remove_dead_temps(tmp_dir: Path) -> int:
+    """Remove temp files left by interrupted writes of processes that are gone (temps
+    carry their writer's pid, so a CLI run never removes a live daemon's temps). A
+    staged chunk is never referenced before it is published, so dropping it is safe."""
+    removed = 0
+    for name in os.listdir(tmp_dir):
+        if _writer_alive(name):
+            continue
+        try:
+            os.unlink(tmp_dir / name)
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _writer_alive(name: str) -> bool:
+    parts = name.split(".")
+    if len(parts) < 4 or not parts[-3].isdigit():
+        return False
+    pid = int(parts[-3])
+    return pid != os.getpid() and process_alive(pid)

@@ -229,6 +229,21 @@ class PackStore:
         """A writer for a new pack in this store's directory."""
         return PackWriter(self.directory, self.fs)
 
+    def copy_live(self, name: str, entries: list[tuple[str, int, int]]) -> PackWriter:
+        """A new pack writer holding the frames (chunk id, offset, length) copied from
+        pack `name`, for a repack; the caller finishes, checks and publishes it."""
+        writer = self.new_writer()
+        fd = os.open(self.path(name), os.O_RDONLY)
+        try:
+            for cid, off, length in entries:
+                writer.add(cid, os.pread(fd, length, off))
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            os.close(fd)
+        return writer
+
     def names(self) -> list[str]:
         return sorted(n for n in os.listdir(self.directory) if _NAME.fullmatch(n))
 

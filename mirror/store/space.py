@@ -23,12 +23,15 @@ _CACHE_SECONDS = 1.0
 
 
 class SpaceGuard:
-    def __init__(self, root: Path, min_free: int, clock: Clock, *, relieve_every: float = 60.0) -> None:
+    def __init__(self, root: Path, min_free: int, clock: Clock, *, on_low: Callable[[], object] | None = None,
+                 relieve_every: float = 60.0) -> None:
+        """`on_low` runs (at most once per `relieve_every` seconds) when a fill does not
+        fit: the node starts eviction and GC there."""
         self.root = root
         self.min_free = min_free
         self.clock = clock
         self.relieve_every = relieve_every
-        self.on_low: Callable[[], None] | None = None
+        self.on_low = on_low
         self._free: tuple[float, int] | None = None
         self._last_relief = float("-inf")
         self._low = False

@@ -18,7 +18,8 @@ from typing import Callable
 from mirror.caller import Caller
 from mirror.errors import MirrorError, Overloaded, StorageError
 from mirror.resolve.files import Files
-from mirror.resolve.fill import Fetcher, Fill, FillTarget
+from mirror.resolve.fetcher import Fetcher
+from mirror.resolve.fill import Fill, FillTarget
 from mirror.sync.plan import FileTask
 
 log = logging.getLogger("mirror.sync")

@@ -21,7 +21,7 @@ from mirror.catalog.repos import RepoCatalog
 from mirror.config import SyncConfig, SyncRepo
 from mirror.flock import FileLock
 from mirror.resolve.files import Files
-from mirror.resolve.fill import Fetcher
+from mirror.resolve.fetcher import Fetcher
 from mirror.resolve.metadata import Metadata
 from mirror.sync.fetch import ProgressFn, fetch_all
 from mirror.sync.plan import Planner, RepoPlan
