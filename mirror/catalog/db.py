@@ -79,15 +79,26 @@ class Database:
         """A write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on error. A
         full or failing disk surfaces as StorageError, with nothing committed."""
         async with self._lock:
-            with _disk_errors():
-                await self._conn.execute("BEGIN IMMEDIATE")
+            # A statement runs to its end in the connection's thread even when the task
+            # awaiting it is cancelled (a node closing cancels ingests): a cancelled BEGIN
+            # must still be rolled back before the lock is released, or the next
+            # transaction fails with "cannot start a transaction within a transaction".
+            begin = asyncio.ensure_future(self._conn.execute("BEGIN IMMEDIATE"))
+            try:
+                with _disk_errors():
+                    await asyncio.shield(begin)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await begin
+                    await self._conn.execute("ROLLBACK")
+                raise
             try:
                 with _disk_errors():
                     yield self._conn
             except BaseException:
                 try:
-                    await self._conn.execute("ROLLBACK")
-                except sqlite3.Error:
+                    await asyncio.shield(self._conn.execute("ROLLBACK"))
+                except (sqlite3.Error, asyncio.CancelledError):
                     pass  # SQLite rolled back by itself (a full disk aborts the transaction)
                 raise
             else:
