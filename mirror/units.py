@@ -39,26 +39,23 @@ def parse_duration(text: str) -> float:
     if not t.isascii() or not t:
         raise ConfigError(f"invalid duration {text!r}")
     mult = units.get(t[-1])
-    num = t[:-1] if mult else t
-    try:
-        value = float(num)
-    except ValueError:
-        raise ConfigError(f"invalid duration {text!r} (use e.g. 90s, 5m, 1h, 30d)") from None
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"invalid duration {text!r}: must be finite and not negative")
-    return value * (mult or 1)
+    return _number(t[:-1] if mult else t, text, "duration", "90s, 5m, 1h, 30d") * (mult or 1)
 
 
 def parse_size(text: str) -> int:
     """'10G', '512MiB', '1000000' -> bytes (binary multiples)."""
     t = text.strip().lower().removesuffix("ib").removesuffix("b")
     mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}.get(t[-1:] or "", 1)
-    num = t[:-1] if mult != 1 else t
+    return int(_number(t[:-1] if mult != 1 else t, text, "size", "500G or 80%") * mult)
+
+
+def _number(num: str, text: str, what: str, examples: str) -> float:
+    """The finite, non-negative number of a duration or size `text`."""
     try:
         value = float(num)
     except ValueError:
-        raise ConfigError(f"invalid size {text!r} (use e.g. 500G or 80%)") from None
+        raise ConfigError(f"invalid {what} {text!r} (use e.g. {examples})") from None
     if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"invalid size {text!r}: must be finite and not negative")
-    return int(value * mult)
+        raise ConfigError(f"invalid {what} {text!r}: must be finite and not negative")
+    return value
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Awaitable
 
 from mirror.errors import LockBusy, MirrorError
 from mirror.lifecycle.archive import Archiver
@@ -35,27 +36,29 @@ class LifecycleJob:
     async def relieve(self) -> None:
         """Evict above the watermarks, then collect: run when the data volume runs short
         of space (store/space.py), not on a schedule."""
-        try:
+
+        async def round_() -> None:
             evicted = await self.evictor.evict()
             collected = await self.collector.gc()
             log.info("space relief: evicted %d revisions, deleted %d chunk files (%d bytes)",
                      len(evicted.evicted), collected.chunk_files_deleted, collected.bytes_freed)
-        except LockBusy:
-            log.info("space relief: another lifecycle operation holds the lock; skipped")
-        except MirrorError as exc:
-            log.warning("space relief failed: %s", exc.message)
-        except Exception:
-            log.exception("space relief failed")
+
+        await _guarded("space relief", round_())
 
     async def forever(self, interval: float) -> None:
         """`run_once` every `interval` seconds until cancelled."""
         while True:
             await asyncio.sleep(interval)
-            try:
-                await self.run_once()
-            except LockBusy:
-                log.info("lifecycle: another operation holds the lock; skipping this round")
-            except MirrorError as exc:
-                log.warning("lifecycle round failed: %s", exc.message)
-            except Exception:
-                log.exception("lifecycle round failed; will retry")
+            await _guarded("lifecycle round", self.run_once())
+
+
+async def _guarded(what: str, work: Awaitable[object]) -> None:
+    """Run one lifecycle round; a failure is logged, never raised (the next one retries)."""
+    try:
+        await work
+    except LockBusy:
+        log.info("%s: another lifecycle operation holds the lock; skipped", what)
+    except MirrorError as exc:
+        log.warning("%s failed: %s", what, exc.message)
+    except Exception:
+        log.exception("%s failed; will retry", what)

@@ -71,9 +71,6 @@ class Fetcher:
         self.max_fills = max_fills
         self._fills: SingleFlight[str, Fill] = SingleFlight()
 
-    def active(self, identity: str) -> Fill | None:
-        return self._fills.get(identity)
-
     def start(self, target: FillTarget, caller: Caller) -> Fill:
         """Return the fill for this content, starting one if none runs."""
 

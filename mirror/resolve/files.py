@@ -132,12 +132,11 @@ class Files:
         man = await self.stored_manifest(entry.identity)
         if man is not None:
             return StoreSource(man, self.reader, self.forget)
-        fill = self.fetcher.active(entry.identity)
-        if fill is None or (fill.done.is_set() and not fill.verified):
-            try:
-                fill = self.fetcher.start(FillTarget(res.key, res.commit, entry), caller)
-            except StorageError as exc:
-                return await self._direct(res, entry, caller, exc)
+        try:
+            # The running (or verified) fill of this content, or a new one.
+            fill = self.fetcher.start(FillTarget(res.key, res.commit, entry), caller)
+        except StorageError as exc:
+            return await self._direct(res, entry, caller, exc)
         if not fill.written and not fill.verified:
             await fill.wait_started(_FIRST_BYTE_WAIT)
             if isinstance(fill.error, StorageError) and not fill.written:
