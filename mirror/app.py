@@ -21,6 +21,7 @@ from mirror.errors import MirrorError
 from mirror.http.caller import caller_middleware
 from mirror.http.context import CONFIG, COUNTERS, FILES, METADATA, PASSTHROUGH
 from mirror.http.middleware import ACCESS_LOG_ON, access_middleware, errors_middleware
+from mirror.http.peer_api import PEER_AUTH, PEER_KEY, PEER_SERVICE, PEER_TABLE, peer_routes
 from mirror.http.routes import setup_routes
 from mirror.node import Node, open_node
 
@@ -41,13 +42,17 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
             app[FILES] = node.files
             app[PASSTHROUGH] = node.passthrough
             app[COUNTERS] = node.catalog.meta
+            app[PEER_SERVICE] = node.peer_service
+            app[PEER_AUTH] = node.peer_auth
+            app[PEER_KEY] = node.key
+            app[PEER_TABLE] = node.peers
             await node.fetcher.recover()
             node.start_background()
             yield
 
     app.cleanup_ctx.append(lifetime)
-    # Empty slots: the admin, peer and metrics groups arrive with their issues.
-    setup_routes(app, admin=(), peer=(), metrics=())
+    # Empty slots: the admin and metrics groups arrive with their issues.
+    setup_routes(app, admin=(), peer=peer_routes(), metrics=())
     return app
 
 
@@ -58,6 +63,21 @@ def request_parser_is_native() -> bool:
     from aiohttp import http_parser
 
     return http_parser.HttpRequestParser is not http_parser.HttpRequestParserPy
+
+
+def _reachable(host: str) -> str:
+    """An address peers can use for this node: the listen address, or for a wildcard
+    one the address of the interface that routes outwards."""
+    if host not in ("0.0.0.0", "::", ""):
+        return f"[{host}]" if ":" in host else host
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the route
+            return str(s.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
 
 
 async def serve(config: Config) -> None:
@@ -81,6 +101,7 @@ async def serve(config: Config) -> None:
         sockets = site._server.sockets if site._server else []  # noqa: SLF001 - the bound port for port 0
         port = sockets[0].getsockname()[1] if sockets else config.server.port
         log.info("serving on http://%s:%d (data %s, upstream %s)", config.server.host, port, config.store.data_dir, config.upstream.url)
+        app[NODE].announce(f"http://{_reachable(config.server.host)}:{port}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

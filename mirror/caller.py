@@ -8,6 +8,8 @@ see raw headers. Pure value object: no I/O, no aiohttp.
 Fields filled today: the Hub token (forwarded upstream for gated and private repos, never
 logged), the client address and `X-Client-Id`. The mirror-token middleware of access
 control adds `principal` (who the mirror token names) without touching any other layer.
+`peer` is set when another mirror node asked this one to fetch a file for the site
+(peers/service.py): such a fill goes to upstream, never back to the peers.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Caller:
     address: str = ""  # the client's address as the server saw it
     client_id: str = ""  # X-Client-Id, when the client sent one
     principal: str = ""  # the mirror identity (access control); "" = anonymous
+    peer: str = ""  # the peer node's key when a peer asks this node to fill a file
 
     @property
     def fingerprint(self) -> str:

@@ -21,6 +21,7 @@ import difflib
 import logging
 import math
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -102,6 +103,36 @@ class SyncConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PeersConfig:
+    # Base URLs of other mirror nodes on the LAN ("http://10.0.0.2:8090").
+    nodes: tuple[str, ...] = ()
+    # Find peers on the LAN by mDNS/DNS-SD (zeroconf) and announce this node.
+    discovery: bool = False
+    # The URL peers use to reach this node ("" = http://<server.host>:<port>; discovery
+    # needs an address the others can route to when server.host is 0.0.0.0).
+    advertise_url: str = ""
+    # Public keys (hex) trusted as peers besides those added by `mirror keys trust`;
+    # `mirror keys revoke` overrides both.
+    trust: tuple[str, ...] = ()
+    # Deadline of one small peer request (hello, have, manifest): a dead peer costs this.
+    timeout: float = 2.0
+    # Longest silence in a peer body (a chunk batch, a followed fill).
+    transfer_timeout: float = 15.0
+    # Signed requests older or newer than this (seconds) are refused.
+    max_skew: float = 30.0
+    # Seconds between health checks of a live peer (down peers back off up to 60 s).
+    health_interval: float = 5.0
+    # Seconds a peer that sent a bad chunk or manifest (or failed 3 times) is not used.
+    down_for: float = 60.0
+    # Chunks per batch request, and batch requests in flight per file.
+    batch: int = 8
+    parallel: int = 4
+    # When upstream is down, a peer's record of a branch or tag is used if it was
+    # checked upstream within this many seconds.
+    ref_max_age: float = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
 class LifecycleValues:
     """The parsed `[lifecycle]` strings: seconds and watermarks."""
 
@@ -162,6 +193,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    peers: PeersConfig = field(default_factory=PeersConfig)
     source: str = "<defaults>"
 
     @property
@@ -176,6 +208,7 @@ _TABLES: dict[str, type] = {
     "cache": CacheConfig,
     "sync": SyncConfig,
     "lifecycle": LifecycleConfig,
+    "peers": PeersConfig,
 }
 
 
@@ -351,6 +384,20 @@ def _validate(cfg: Config) -> None:
     for key in ("connect_timeout", "read_timeout", "metadata_timeout", "max_concurrent"):
         if getattr(cfg.upstream, key) <= 0:
             raise ConfigError(f"{src}: key 'upstream.{key}' must be > 0")
+    for i, url in enumerate(cfg.peers.nodes):
+        if not re.fullmatch(r"https?://[^\s/?#]+/?", url, re.ASCII):
+            raise ConfigError(f"{src}: key 'peers.nodes[{i}]' must be a base URL like http://10.0.0.2:8090, got {url!r}")
+    if cfg.peers.advertise_url and not re.fullmatch(r"https?://[^\s/?#]+/?", cfg.peers.advertise_url, re.ASCII):
+        raise ConfigError(f"{src}: key 'peers.advertise_url' must be a base URL like http://10.0.0.2:8090")
+    for i, k in enumerate(cfg.peers.trust):
+        if not re.fullmatch(r"[0-9a-f]{64}", k, re.ASCII):
+            raise ConfigError(f"{src}: key 'peers.trust[{i}]' must be a public key of 64 hex characters (mirror keys show)")
+    for key in ("timeout", "transfer_timeout", "max_skew", "health_interval", "down_for", "ref_max_age"):
+        if getattr(cfg.peers, key) <= 0:
+            raise ConfigError(f"{src}: key 'peers.{key}' must be > 0")
+    for key in ("batch", "parallel"):
+        if not 1 <= getattr(cfg.peers, key) <= 64:
+            raise ConfigError(f"{src}: key 'peers.{key}' must be 1..64")
     for table, key in (("upstream", "max_redirects"), ("upstream", "max_resumes"), ("cache", "auth_ttl"),
                        ("server", "max_cold_fetches")):
         if getattr(getattr(cfg, table), key) < 0:

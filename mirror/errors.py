@@ -166,6 +166,32 @@ class BadSignature(IntegrityError):
     """A manifest or bundle signature does not verify, or binds other content."""
 
 
+class PeerError(MirrorError):
+    """A peer did not deliver: unreachable, timed out, an error status, a broken body.
+    The fill goes on with the next peer or upstream."""
+
+    status = 502
+    error_code = "PeerFailed"
+
+    def __init__(self, message: str, *, peer_status: int = 0) -> None:
+        super().__init__(message)
+        # The peer's HTTP status when it answered with an error (0: no answer).
+        self.peer_status = peer_status
+
+
+class PeerRefused(MirrorError):
+    """A peer request that is unsigned, stale, replayed, badly signed, or from a key
+    this node does not trust (401), or revoked (403)."""
+
+    status = 401
+    error_code = "PeerAuthFailed"
+
+    def __init__(self, message: str, *, status: int = 401, code: str = "PeerAuthFailed") -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = code
+
+
 class ChunkMissing(MirrorError):
     status = 500
 

@@ -12,7 +12,9 @@ The wiring, in dependency order (arrows: "is given to"):
     layout -> LocalBackend, PackStore -> ChunkStore -> Ingestor, ChunkReader
     Catalog (repos, content, meta, api, lifecycle, pins) -> everything that keeps facts
     HubClient -> Access -> Metadata -> Files;  HubClient -> UpstreamOrigin
-    origins [UpstreamOrigin] -> Fetcher (fills) -> Files, Syncer
+    TrustStore -> PeerClient -> Peers -> PeerOrigin;  TrustStore -> PeerAuth
+    origins [PeerOrigin, UpstreamOrigin] -> Fetcher (fills) -> Files, Syncer
+    Files, Fetcher, PeerOrigin -> PeerService (what peers are answered)
     Archiver, Evictor, Collector -> LifecycleJob
 
 A later issue adds a component here and nowhere else: a peer origin goes into `origins`
@@ -53,6 +55,11 @@ from mirror.lifecycle.evict import Evictor
 from mirror.lifecycle.gc import Collector
 from mirror.lifecycle.job import LifecycleJob
 from mirror.lifecycle.policy import Policy
+from mirror.peers.auth import PeerAuth, TrustStore
+from mirror.peers.client import PeerClient
+from mirror.peers.membership import Peers
+from mirror.peers.origin import PeerOrigin
+from mirror.peers.service import PeerService
 from mirror.resolve.access import Access
 from mirror.resolve.files import Files
 from mirror.resolve.fetcher import Fetcher
@@ -115,6 +122,12 @@ class Node:
     files: Files
     passthrough: Passthrough
     syncer: Syncer
+    # Peers (the peer client's session is opened with the upstream one).
+    trust: TrustStore
+    peer_client: PeerClient
+    peers: Peers
+    peer_auth: PeerAuth
+    peer_service: PeerService
     online: bool = False
 
     async def __aenter__(self) -> "Node":
@@ -132,6 +145,13 @@ class Node:
         interval = self.archiver.policy.interval
         if interval > 0:
             self.scheduler.spawn(self.lifecycle.forever(interval), name="lifecycle")
+        self.scheduler.spawn(self.peers.forever(), name="peers")
+
+    def announce(self, url: str) -> None:
+        """Tell peers how to reach this node (the bound address, known after listen)."""
+        url = self.config.peers.advertise_url.rstrip("/") or url
+        self.peers.self_url = url
+        self.peer_service.url = url
 
     async def _flush_loop(self) -> None:
         failing = False
@@ -154,6 +174,7 @@ class Node:
             await self.scheduler.close()
             if self.online:
                 await self.hub.close()
+                await self.peer_client.close()
         finally:
             await self.catalog.close()
             self.executor.shutdown(wait=True, cancel_futures=True)
@@ -200,7 +221,11 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     # Short of space: evict and collect now, whatever the lifecycle schedule.
     space = SpaceGuard(layout.root, parse_size(config.store.min_free), clock,
                        on_low=lambda: scheduler.spawn(lifecycle.relieve(), name="relieve"))
-    origins: list[Origin] = [UpstreamOrigin(hub, config.upstream.max_resumes)]
+    trust = TrustStore(catalog.meta, config.peers.trust, clock)
+    peer_client = PeerClient(key, config.peers, clock)
+    peers = Peers(config.peers, peer_client, trust, key.public_hex, clock, layout.peer_state)
+    peer_origin = PeerOrigin(peers, peer_client, trust, store, catalog.repos, executor, config.peers)
+    origins: list[Origin] = [peer_origin, UpstreamOrigin(hub, config.upstream.max_resumes)]
     fetcher = Fetcher(origins, ingestor, catalog.repos, catalog.meta, layout, scheduler, space, max_fills=config.server.max_cold_fetches)
     files = Files(metadata, access, fetcher, catalog.content, catalog.meta, store, reader, origins, clock)
     node = Node(
@@ -217,10 +242,14 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         passthrough=Passthrough(hub, catalog.repos, catalog.api, access),
         syncer=Syncer(metadata, files, fetcher, catalog.repos, catalog.meta, config.sync,
                       FileLock(layout.lock_path("sync"), "sync is already running")),
+        trust=trust, peer_client=peer_client, peers=peers,
+        peer_auth=PeerAuth(trust, clock, config.peers.max_skew),
+        peer_service=PeerService(files, fetcher, store, catalog.repos, catalog.changes, peer_origin, key.public_hex),
     )
     if online:
         try:
             await hub.start()
+            await peer_client.start()
         except BaseException:
             await node.close()
             raise

@@ -1,7 +1,7 @@
 """The catalog: every fact about repos and content, in SQLite. Every SQL statement of the
 project lives in this package.
 
-`Catalog` groups the per-noun parts (`repos`, `content`, `meta`, `api`, `pins`, `usage`) over one `Database`.
+`Catalog` groups the per-noun parts (`repos`, `content`, `meta`, `api`, `pins`, `usage`, `changes`) over one `Database`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from mirror.catalog.apicache import ApiCache
+from mirror.catalog.changes import ChangeCatalog
 from mirror.catalog.content import ContentCatalog, StoreStats
 from mirror.catalog.db import Database
 from mirror.catalog.lifecycle import LifecycleCatalog
@@ -36,6 +37,7 @@ class Catalog:
         self.lifecycle = LifecycleCatalog(db, clock.now)
         self.pins = PinCatalog(db, clock.now)
         self.usage = UsageCatalog(db)
+        self.changes = ChangeCatalog(db, clock.now)
 
     @classmethod
     async def open(cls, path: Path, clock: Clock | None = None) -> "Catalog":

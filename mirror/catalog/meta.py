@@ -2,6 +2,7 @@
 
     counters(name PK, value)
     trusted_keys(public_key PK, label, added_at)
+    revoked_keys(public_key PK, revoked_at)
     access(repo, commit_sha, last_access, hits)
 
 Access is recorded in memory and flushed in one transaction (`flush_access`), so serving
@@ -76,12 +77,34 @@ class MetaCatalog:
 
     # --- trusted keys ----------------------------------------------------------------------
 
+    async def trusted(self) -> dict[str, str]:
+        """Trusted keys and their labels (never a revoked one)."""
+        rows = await self.db.fetchall(
+            "SELECT public_key, label FROM trusted_keys WHERE public_key NOT IN (SELECT public_key FROM revoked_keys) "
+            "ORDER BY added_at"
+        )
+        return {r["public_key"]: r["label"] for r in rows}
+
     async def trust(self, public_key: str, label: str = "") -> None:
+        """Trust a key (an explicit trust lifts an earlier revocation)."""
         async with self.db.transaction() as c:
+            await c.execute("DELETE FROM revoked_keys WHERE public_key = ?", (public_key,))
             await c.execute(
                 "INSERT OR REPLACE INTO trusted_keys(public_key, label, added_at) VALUES (?,?,?)", (public_key, label, self._now())
             )
 
-    async def trusted(self) -> dict[str, str]:
-        rows = await self.db.fetchall("SELECT public_key, label FROM trusted_keys ORDER BY added_at")
-        return {r["public_key"]: r["label"] for r in rows}
+    async def revoke(self, public_key: str) -> bool:
+        """Refuse a key from now on (as a peer and as a signer), whatever trusts it.
+        Returns False when it was revoked already."""
+        async with self.db.transaction() as c:
+            cur = await c.execute(
+                "INSERT INTO revoked_keys(public_key, revoked_at) VALUES (?, ?) ON CONFLICT(public_key) DO NOTHING",
+                (public_key, self._now()),
+            )
+            fresh = cur.rowcount > 0
+            await c.execute("DELETE FROM trusted_keys WHERE public_key = ?", (public_key,))
+        return fresh
+
+    async def revoked(self) -> dict[str, float]:
+        rows = await self.db.fetchall("SELECT public_key, revoked_at FROM revoked_keys ORDER BY revoked_at")
+        return {r["public_key"]: r["revoked_at"] for r in rows}

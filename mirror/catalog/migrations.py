@@ -27,6 +27,7 @@ Migration 2 adds:
 from __future__ import annotations
 
 from mirror.catalog.schema_lifecycle import MIGRATION_4
+from mirror.catalog.schema_peers import MIGRATION_5
 from mirror.catalog.schema_sync import MIGRATION_3
 
 MIGRATIONS: list[str] = [
@@ -124,4 +125,6 @@ MIGRATIONS: list[str] = [
     MIGRATION_3,
     # 3 -> 4: lifecycle: archive packs, chunk locations, audit (schema_lifecycle.py).
     MIGRATION_4,
+    # 4 -> 5: revoked keys and replication serials (schema_peers.py).
+    MIGRATION_5,
 ]

@@ -149,6 +149,7 @@ class RepoCatalog:
                 "INSERT INTO files(repo, commit_sha, path, kind, oid, size, lfs_sha256, lfs_pointer) VALUES (?,?,?,?,?,?,?,?)",
                 [(repo, sha, e.path, e.kind, e.oid, e.size, e.lfs_sha256, e.lfs_pointer) for e in items],
             )
+            await c.execute("INSERT INTO changelog(at, kind, key) VALUES (?, 'listing', ?)", (now, f"{repo}:{sha}"))
         self._remember(repo, sha, {e.path: e for e in items})
 
     async def set_commit_info(self, repo: int, sha: str, info: dict[str, Any]) -> None:

@@ -93,6 +93,11 @@ class Fetcher:
             self.scheduler.spawn(self._run(fill, caller), name=f"fill {target.identity[:20]}")
         return fill
 
+    def running(self, identity: str) -> Fill | None:
+        """The fill of this content while it is fetching (not once done or failed)."""
+        fill = self._fills.get(identity)
+        return fill if fill is not None and not fill.done.is_set() else None
+
     def _lock_spool(self, fill: Fill) -> None:
         """Create the spool (so followers can open it before the task first runs) and
         hold an exclusive flock on it for the fill's lifetime: a CLI sync and the daemon

@@ -246,6 +246,18 @@ class ChunkStore:
             raise CorruptChunk(cid, "content does not match its blake3 id")
         return raw
 
+    def decode_frame(self, cid: str, frame: bytes | memoryview, expected_len: int | None = None) -> Buffer:
+        """The raw bytes of a frame received from elsewhere (a peer), checked like a
+        stored one: bomb-proof decoding (codec.py), the expected length, then blake3
+        against `cid`. Raises CorruptChunk; stores nothing."""
+        try:
+            raw = self._codec().decode(frame, expected_len)
+        except FrameError as exc:
+            raise CorruptChunk(cid, str(exc)) from None
+        if chunk_id_of(raw) != cid:
+            raise CorruptChunk(cid, "content does not match its blake3 id")
+        return raw
+
     def raw_span(self, cid: str) -> tuple[str, int, int] | None:
         """(path, offset, length) of the raw bytes when the chunk is stored uncompressed
         in a local file, so the server may `sendfile` it; None when it is compressed,

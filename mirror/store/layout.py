@@ -18,6 +18,8 @@
         <24 hex>.pack        many chunk frames + index + footer (format: store/packs.py)
         <name>.<pid>.<hex>.tmp  a pack being written; removed once its writer is gone
       locks/                 inter-process lock files (sync, gc, writer)
+      peers.json             the daemon's view of its peers (peers/membership.py), for
+                             `mirror peers`; rewritten whole, safe to delete
 
 Names below `chunks/`, `spool/` and `quarantine/` are built only from validated hex ids,
 never from request strings (threat-model I1): `chunk_path` refuses anything else.
@@ -85,6 +87,10 @@ class Layout:
     @property
     def locks(self) -> Path:
         return self.root / "locks"
+
+    @property
+    def peer_state(self) -> Path:
+        return self.root / "peers.json"
 
     def chunk_dir(self, chunk_id: str) -> Path:
         return self.chunks / chunk_id[0:2] / chunk_id[2:4]

@@ -1,0 +1,237 @@
+"""The peer origin: a miss filled from other mirror nodes before upstream.
+
+Asked by the Fetcher before `UpstreamOrigin` (resolve/origin.py: the contract). For one
+file it:
+
+1. asks every usable peer at once whether it holds the file or is filling it (`have`,
+   one short request each: a dead peer costs at most `peers.timeout`);
+2. from a peer that holds it, takes the signed manifest and checks it before any chunk is
+   asked for: signed by a trusted, unrevoked key, bound to the identity asked for, of
+   the listed size (threat-model P2, P3); then fetches the chunks it lacks from
+   `sink.offset` on, in batches spread over the holders by rendezvous hashing, several
+   batches in flight, each chunk decoded with the bomb-proof codec and checked against
+   its blake3 id before a byte of it is written (P1, P5). Chunks this node holds
+   already (shared with another file) are read locally. A holder that fails a batch is
+   replaced by the next one for that batch;
+3. otherwise, for a public repo, follows a peer that is fetching the file from upstream
+   now, or asks the file's owner (rendezvous hashing over the live nodes) to fetch it
+   and follows that fill as it grows, so a site fetches each file upstream once. When
+   this node is the owner, it returns and upstream (the next origin) is asked.
+
+Whatever it could not deliver, the next origin continues from `sink.offset`; the Fetcher
+checks the whole file against its sha256 (or git sha1) in every case. A fill done on
+behalf of a peer (`caller.peer`) never asks the peers (no cycles), and a node following
+a peer for a file refuses to be followed for it (`is_following`, 409 in service.py).
+Peers that fail cost strikes; peers that lie are marked down at once (membership.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from collections import deque
+from concurrent.futures import Executor
+from typing import Any
+
+from mirror.caller import Caller
+from mirror.catalog.repos import RepoCatalog
+from mirror.config import PeersConfig
+from mirror.errors import BadSignature, CorruptChunk, IntegrityError, MirrorError, PeerError, UpstreamError
+from mirror.manifest import ChunkRef, Manifest
+from mirror.peers.auth import TrustStore
+from mirror.peers.client import PeerClient
+from mirror.peers.membership import Peer, Peers, rendezvous_score
+from mirror.peers.service import target_body
+from mirror.resolve.origin import Sink
+from mirror.resolve.spool import FillTarget
+from mirror.store.chunkstore import ChunkStore
+
+log = logging.getLogger("mirror.peers")
+
+# Peer answers that say "not now" rather than "I am broken": no strike.
+_NOT_A_FAULT = {404, 409, 429, 502, 503, 504, 507}
+
+
+class PeerOrigin:
+    name = "peer"
+
+    def __init__(self, peers: Peers, client: PeerClient, trust: TrustStore, store: ChunkStore, repos: RepoCatalog,
+                 executor: Executor, config: PeersConfig) -> None:
+        self.peers = peers
+        self.client = client
+        self.trust = trust
+        self.store = store
+        self.repos = repos
+        self.executor = executor
+        self.batch = config.batch
+        self.parallel = config.parallel
+        self._following: dict[str, int] = {}
+
+    def is_following(self, identity: str) -> bool:
+        return identity in self._following
+
+    async def fill(self, target: FillTarget, sink: Sink, caller: Caller) -> None:
+        if caller.peer:
+            return  # fetching for a peer: upstream only
+        live = self.peers.usable()
+        if not live or sink.offset >= target.size:
+            return
+        answers = await self._have(live, target.identity)
+        holders = [p for p, a in answers if a.get("state") == "stored"]
+        if holders:
+            await self._from_holders(holders, target, sink)
+            if sink.offset >= target.size:
+                return
+        row = await self.repos.get_repo(target.key)
+        if row is not None and (row.private or row.gated):
+            return  # a peer fetches upstream only anonymously: this node asks with its caller's token
+        filling = [p for _w, p in sorted(((int(a.get("written") or 0), p) for p, a in answers if a.get("state") == "filling"),
+                                          key=lambda t: -t[0])]
+        owner = self.peers.owner(target.identity, [p for p in self.peers.usable()])
+        candidates = filling + ([owner] if owner is not None and all(owner is not p for p in filling) else [])
+        for peer in candidates[:2]:
+            await self._follow(peer, target, sink)
+            if sink.offset >= target.size:
+                return
+
+    # --- who has it ------------------------------------------------------------------------
+
+    async def _have(self, live: list[Peer], identity: str) -> list[tuple[Peer, dict[str, Any]]]:
+        async def ask(p: Peer) -> tuple[Peer, dict[str, Any]]:
+            try:
+                ids, _chunks = await self.client.have(p.url, p.key, [identity])
+            except MirrorError as exc:
+                self._fault(p, exc)
+                return p, {}
+            a = ids.get(identity)
+            return p, a if isinstance(a, dict) else {}
+
+        return list(await asyncio.gather(*(ask(p) for p in live)))
+
+    def _fault(self, peer: Peer, exc: MirrorError) -> None:
+        if isinstance(exc, PeerError) and exc.peer_status in _NOT_A_FAULT:
+            return
+        self.peers.fault(peer, exc.message, integrity=isinstance(exc, IntegrityError))
+
+    # --- from holders: manifest, then chunks ---------------------------------------------------
+
+    async def _manifest(self, holders: list[Peer], target: FillTarget) -> Manifest | None:
+        for p in sorted(holders, key=lambda p: p.latency_ms or 0.0):
+            try:
+                man = await self.client.manifest(p.url, target.identity)
+                man.verify(await self.trust.trusted(), expected_identity=target.identity)
+                if man.size != target.size:
+                    raise BadSignature(f"manifest {target.identity} is for {man.size} bytes, the listing says {target.size}")
+                return man
+            except BadSignature as exc:
+                log.error("integrity: peer %s sent a manifest that is refused: %s", p.url, exc.message)
+                self._fault(p, exc)
+            except MirrorError as exc:
+                self._fault(p, exc)
+        return None
+
+    async def _from_holders(self, holders: list[Peer], target: FillTarget, sink: Sink) -> None:
+        man = await self._manifest(holders, target)
+        if man is None:
+            return
+        start = sink.offset
+        offsets = man.offsets()
+        first = bisect.bisect_right(offsets, start) - 1
+        skip = start - offsets[first]
+        refs = man.chunks[first:]
+        batches = [refs[i:i + self.batch] for i in range(0, len(refs), self.batch)]
+        good = [p for p in holders if p.state == "up"]
+        window: deque[asyncio.Task[list[Any]]] = deque()
+        nxt = 0
+        try:
+            while nxt < len(batches) or window:
+                while nxt < len(batches) and len(window) < self.parallel:
+                    window.append(asyncio.ensure_future(self._batch(batches[nxt], good)))
+                    nxt += 1
+                try:
+                    raws = await window.popleft()
+                except MirrorError as exc:
+                    log.info("peers could not deliver %s past %d/%d bytes (%s); going on upstream", target.entry.path,
+                             sink.offset, target.size, exc.message)
+                    return
+                for raw in raws:
+                    if skip:
+                        raw, skip = memoryview(raw)[skip:], 0
+                    await sink.write(raw)
+        finally:
+            for t in window:
+                t.cancel()
+            if window:
+                await asyncio.gather(*window, return_exceptions=True)
+
+    async def _batch(self, refs: tuple[ChunkRef, ...] | list[ChunkRef], holders: list[Peer]) -> list[Any]:
+        """The raw bytes of `refs`, each checked against its id: local ones read here,
+        the rest from the holders, best by rendezvous first."""
+        loop = asyncio.get_running_loop()
+        out: dict[str, Any] = {}
+        local = await loop.run_in_executor(self.executor, lambda: [c for c in refs if self.store.has_hot(c.chunk_id)])
+        for c in local:
+            try:
+                out[c.chunk_id] = await loop.run_in_executor(self.executor, self.store.read, c.chunk_id, c.length)
+            except MirrorError:
+                pass  # rotten or gone: the peers give it
+        wanted = [c for c in refs if c.chunk_id not in out]
+        if wanted:
+            lengths = {c.chunk_id: c.length for c in wanted}
+            ids = list(dict.fromkeys(c.chunk_id for c in wanted))
+            order = sorted((p for p in holders if p.state == "up"), key=lambda p: rendezvous_score(ids[0], p.key), reverse=True)
+            error: MirrorError = PeerError("no peer holds these chunks")
+            for p in order:
+                try:
+                    got = await self._fetch(p, ids, lengths)
+                except MirrorError as exc:
+                    if isinstance(exc, IntegrityError):
+                        log.error("integrity: peer %s: %s", p.url, exc.message)
+                    self._fault(p, exc)
+                    error = exc
+                    continue
+                out.update(got)
+                break
+            else:
+                raise error
+        return [out[c.chunk_id] for c in refs]
+
+    async def _fetch(self, peer: Peer, ids: list[str], lengths: dict[str, int]) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        got: dict[str, Any] = {}
+        received = 0
+        async for cid, frame in self.client.chunks(peer.url, ids, sum(lengths.values())):
+            if frame is None:
+                raise PeerError(f"peer {peer.url} lacks chunk {cid[:16]} of a file it holds")
+            received += len(frame)
+            try:
+                got[cid] = await loop.run_in_executor(self.executor, self.store.decode_frame, cid, frame, lengths[cid])
+            except CorruptChunk as exc:
+                raise CorruptChunk(cid, f"from peer {peer.url}: {exc.message}") from None
+        self.peers.ok(peer, received)
+        return got
+
+    # --- following a peer's fill -------------------------------------------------------------
+
+    async def _follow(self, peer: Peer, target: FillTarget, sink: Sink) -> None:
+        identity = target.identity
+        self._following[identity] = self._following.get(identity, 0) + 1
+        received = 0
+        try:
+            async for piece in self.client.follow(peer.url, target_body(target), sink.offset):
+                await sink.write(piece)
+                received += len(piece)
+            self.peers.ok(peer, received)
+        except UpstreamError as exc:  # the sink refused bytes past the file's size
+            self.peers.fault(peer, f"followed fill: {exc.message}", integrity=True)
+        except PeerError as exc:
+            log.info("following %s for %s stopped at %d/%d bytes: %s", peer.url, target.entry.path, sink.offset,
+                     target.size, exc.message)
+            self._fault(peer, exc)
+        finally:
+            n = self._following[identity] - 1
+            if n:
+                self._following[identity] = n
+            else:
+                del self._following[identity]
