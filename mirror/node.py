@@ -226,8 +226,9 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     # Short of space: evict and collect now, whatever the lifecycle schedule.
     space = SpaceGuard(layout.root, parse_size(config.store.min_free), clock,
                        on_low=lambda: scheduler.spawn(lifecycle.relieve(), name="relieve"))
-    peer_origin = PeerOrigin(peers, peer_client, trust, store, catalog.repos, executor, config.peers)
-    origins: list[Origin] = [peer_origin, UpstreamOrigin(hub, config.upstream.max_resumes)]
+    upstream = UpstreamOrigin(hub, config.upstream.max_resumes)
+    peer_origin = PeerOrigin(peers, peer_client, trust, store, catalog.repos, executor, config.peers, ranges=upstream)
+    origins: list[Origin] = [peer_origin, upstream]
     fetcher = Fetcher(origins, ingestor, catalog.repos, catalog.meta, layout, scheduler, space, max_fills=config.server.max_cold_fetches)
     files = Files(metadata, access, fetcher, catalog.content, catalog.meta, store, reader, origins, clock)
     node = Node(

@@ -174,3 +174,58 @@ def test_gated_file_stays_gated_across_peers(hub: FakeHub, tmp_path: Path) -> No
         assert status == 401 and headers.get("X-Error-Code") == "PeerUnsigned"
     finally:
         site.stop()
+
+
+def test_a_chunk_no_peer_delivers_comes_from_upstream_as_a_range(hub: FakeHub, tmp_path: Path) -> None:
+    data = rand(40 * MiB + 9, 7)
+    hub.commit("org/m", {"model.safetensors": data})
+    site = PeerSite(tmp_path, hub, 2, peers={"batch": 2})
+    try:
+        site.wait_all_up()
+        a = site.owner_of(f"sha256:{sha256(data)}")
+        b = 1 - a
+        assert _pull(site, a, tmp_path) == data
+        wait_stored(site, a, f"sha256:{sha256(data)}")  # A now says "stored" for a few seconds
+        # One chunk goes missing on A (collected, a lost disk sector), A does not know yet.
+        chunk = sorted(p for p in (site.dirs[a] / "chunks").rglob("*") if p.is_file())[3]
+        chunk.unlink()
+        hub.reset_counters()
+        assert _pull(site, b, tmp_path) == data
+        sent = hub.bytes_sent_for(sha256(data))
+        ranges = [r.headers["range"] for r in hub.requests if r.origin == "cdn"]
+        # Only the batch holding the missing chunk came from upstream, as one Range.
+        assert 0 < sent <= 2 * (4 << 20), sent
+        assert len(ranges) == 1 and ranges[0].startswith("bytes=") and not ranges[0].endswith("-"), ranges
+        assert any("asking upstream for that range" in line for line in site[b].log)
+    finally:
+        site.stop()
+
+
+def test_a_peer_sending_a_rotten_chunk_is_marked_down_and_the_file_is_served(hub: FakeHub, tmp_path: Path) -> None:
+    data = rand(40 * MiB + 9, 8)
+    hub.commit("org/m", {"model.safetensors": data})
+    site = PeerSite(tmp_path, hub, 2, peers={"batch": 2})
+    try:
+        site.wait_all_up()
+        a = site.owner_of(f"sha256:{sha256(data)}")
+        b = 1 - a
+        assert _pull(site, a, tmp_path) == data
+        wait_stored(site, a, f"sha256:{sha256(data)}")
+        # One chunk on A rots on disk (A does not know: it still says it holds the file).
+        chunk = sorted(p for p in (site.dirs[a] / "chunks").rglob("*") if p.is_file())[3]
+        frame = bytearray(chunk.read_bytes())
+        frame[-1] ^= 0x01
+        chunk.write_bytes(bytes(frame))
+        hub.reset_counters()
+        assert _pull(site, b, tmp_path) == data
+        # A lied once: it is down, and the rest of the file came from upstream.
+        assert 0 < hub.bytes_sent_for(sha256(data)) < len(data)
+        assert any("integrity: peer" in line for line in site[b].log)
+        deadline = time.monotonic() + 10
+        state = ""
+        while time.monotonic() < deadline and state != "down":
+            state = {p["url"]: p["state"] for p in site.state(b)["peers"]}[site[a].url]
+            time.sleep(0.1)
+        assert state == "down"
+    finally:
+        site.stop()
