@@ -54,6 +54,12 @@ class PeerRecords:
                     continue
                 repo, info = found
                 if checked_at is not None:
+                    # Never roll a ref back: a record older than what this node last
+                    # learned (from upstream or another peer) is not used (P4).
+                    local = await self.repos.get_ref(repo, revision)
+                    if local is not None and local[1] >= checked_at and local[0] != commit:
+                        log.info("peer %s's record of %s@%s is older than this node's; not used", peer.url, key, revision)
+                        continue
                     await self.repos.set_ref(repo, revision, commit, checked_at=checked_at)
                 log.warning("upstream unavailable; %s@%s -> %s taken from peer %s", key, revision or "<default>", commit[:12], peer.url)
                 return repo, commit, info
