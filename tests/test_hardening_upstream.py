@@ -91,7 +91,12 @@ def test_refused_private_redirect_names_the_setting(hub: FakeHub, tmp_path: Path
         assert "upstream.allow_private_redirects" in error
         assert "127.0.0.1" not in error and str(hub.cdn_port) not in error
         assert "upstream.allow_private_redirects" in h["X-Error-Message"]
-        logged = [line for line in m.log if "upstream.allow_private_redirects" in line and "127.0.0.1" in line]
+        # The daemon's stderr is read by a thread: give the line a moment to arrive.
+        deadline = time.monotonic() + 5
+        logged: list[str] = []
+        while not logged and time.monotonic() < deadline:
+            logged = [line for line in m.log if "upstream.allow_private_redirects" in line and "127.0.0.1" in line]
+            time.sleep(0.05)
         assert logged, "no log line names the setting and the refused target"
         assert hub.count(origin="cdn") == 0
         assert hub.count("GET", path_contains="/resolve/") == 1  # refused once, not retried

@@ -82,6 +82,7 @@ class Peers:
         self.self_url = ""
         self._peers: dict[str, Peer] = {}
         self._changed = asyncio.Event()
+        self._saved = -1e18
         for url in config.nodes:
             self.add(url, "static")
 
@@ -195,7 +196,10 @@ class Peers:
         while True:
             try:
                 await self.check_all()
-                self.save()
+                now = self.clock.monotonic()
+                if self._peers and now - self._saved >= min(self.config.health_interval, 5.0):
+                    self._saved = now
+                    self.save()
             except Exception:
                 log.exception("peer health round failed")
             self._changed.clear()
