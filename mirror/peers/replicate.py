@@ -13,9 +13,11 @@ one data directory never overlap; a second run exits 0, "already running"), then
      one by one); every file the source holds whose content is not complete here is
      copied (copier.py: verified manifest, missing chunks only, the file hash), then the
      flags, the commit info and the listing are stored;
-   - a ref: its commit as above, then the ref with the source's `checked_at`, unless
-     this node's record is newer; a ref is not moved to a commit this node cannot list
-     (the source has not listed it yet): the listing change that follows moves it;
+   - a ref: its commit as above, then the ref with the source's `checked_at` (0, "ask
+     upstream first", when the source no longer says so), unless this node's record is
+     newer; a ref is not moved to a commit this node cannot list (the source has not
+     listed it yet): the listing change that follows moves it; a ref whose revision
+     failed waits for the next run with it;
    - a manifest: a file the source has stored since it listed its revision, copied
      when a watched revision here names it;
 3. records the serial applied once every change up to it is committed. A killed or
@@ -338,7 +340,9 @@ class Replicator:
             if exc.peer_status == 404:
                 return 0.0
             raise
-        at = ans.get("checked_at") if isinstance(ans, dict) else None
+        if not isinstance(ans, dict):
+            return 0.0
+        at = ans.get("checked_at")
         if ans.get("commit") != commit or isinstance(at, bool) or not isinstance(at, (int, float)):
             return 0.0
         return float(at)
