@@ -15,6 +15,7 @@ The wiring, in dependency order (arrows: "is given to"):
     TrustStore -> PeerClient -> Peers -> PeerOrigin;  TrustStore -> PeerAuth
     origins [PeerOrigin, UpstreamOrigin] -> Fetcher (fills) -> Files, Syncer
     Files, Fetcher, PeerOrigin -> PeerService (what peers are answered)
+    PeerClient, TrustStore, ChunkStore, Ingestor -> FileCopier -> Replicator (sync --from)
     Archiver, Evictor, Collector -> LifecycleJob
 
 A later issue adds a component here and nowhere else: a peer origin goes into `origins`
@@ -57,9 +58,11 @@ from mirror.lifecycle.job import LifecycleJob
 from mirror.lifecycle.policy import Policy
 from mirror.peers.auth import PeerAuth, TrustStore
 from mirror.peers.client import PeerClient
+from mirror.peers.copier import FileCopier
 from mirror.peers.membership import Peers
 from mirror.peers.origin import PeerOrigin
 from mirror.peers.records import PeerRecords
+from mirror.peers.replicate import Replicator
 from mirror.peers.service import PeerService
 from mirror.resolve.access import Access
 from mirror.resolve.files import Files
@@ -129,6 +132,7 @@ class Node:
     peers: Peers
     peer_auth: PeerAuth
     peer_service: PeerService
+    replicator: Replicator  # `mirror sync --from`
     online: bool = False
 
     async def __aenter__(self) -> "Node":
@@ -248,6 +252,8 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         trust=trust, peer_client=peer_client, peers=peers,
         peer_auth=PeerAuth(trust, clock, config.peers.max_skew),
         peer_service=PeerService(files, fetcher, store, catalog.repos, catalog.changes, peer_origin, key.public_hex),
+        replicator=Replicator(peer_client, trust, FileCopier(peer_client, trust, store, ingestor, executor, config.peers.batch),
+                              ingestor, catalog.repos, catalog.changes, FileLock(layout.lock_path("sync"), "sync is already running")),
     )
     if online:
         try:

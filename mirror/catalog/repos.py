@@ -53,7 +53,7 @@ class RepoCatalog:
         self._listings: OrderedDict[tuple[int, str], dict[str, FileEntry]] = OrderedDict()
         self._infos: OrderedDict[tuple[int, str], dict[str, Any]] = OrderedDict()
         self._rows: dict[RepoKey, tuple[RepoRow, float]] = {}
-        self._refs: dict[tuple[int, str], tuple[str, float]] = {}
+        self._refs: dict[tuple[int, str], tuple[str, float, float]] = {}
 
     # --- repos ----------------------------------------------------------------------
 
@@ -103,14 +103,17 @@ class RepoCatalog:
     # --- refs -----------------------------------------------------------------------
 
     async def get_ref(self, repo: int, name: str) -> tuple[str, float] | None:
+        """(commit, checked_at); answered from memory for `_ROW_TTL` seconds, so a ref
+        another process moved (`mirror sync`, `pull`) shows up within that time."""
         hit = self._refs.get((repo, name))
-        if hit is not None:
-            return hit
+        if hit is not None and self._monotonic() - hit[2] < _ROW_TTL:
+            return hit[0], hit[1]
         row = await self.db.fetchone("SELECT commit_sha, checked_at FROM refs WHERE repo = ? AND name = ?", (repo, name))
         if row is None:
+            self._refs.pop((repo, name), None)
             return None
-        self._refs[(repo, name)] = (row["commit_sha"], row["checked_at"])
-        return self._refs[(repo, name)]
+        self._refs[(repo, name)] = (row["commit_sha"], row["checked_at"], self._monotonic())
+        return row["commit_sha"], row["checked_at"]
 
     async def set_ref(self, repo: int, name: str, sha: str, *, checked_at: float | None = None) -> None:
         """Point ref `name` at `sha`. `checked_at` (default now) is when upstream last
@@ -126,7 +129,7 @@ class RepoCatalog:
             )
             if old is None or old[0] != sha:
                 await c.execute("INSERT INTO changelog(at, kind, key) VALUES (?, 'ref', ?)", (self._now(), f"{repo}:{name}:{sha}"))
-        self._refs[(repo, name)] = (sha, now)
+        self._refs[(repo, name)] = (sha, now, self._monotonic())
 
     async def refs_of(self, repo: int) -> dict[str, str]:
         rows = await self.db.fetchall("SELECT name, commit_sha FROM refs WHERE repo = ? ORDER BY name", (repo,))
@@ -231,6 +234,22 @@ class RepoCatalog:
     async def commits_of(self, repo: int) -> list[str]:
         rows = await self.db.fetchall("SELECT sha FROM commits WHERE repo = ? ORDER BY created_at", (repo,))
         return [r["sha"] for r in rows]
+
+    async def files_with(self, identity: str, limit: int = 1000) -> list[tuple[RepoKey, FileEntry]]:
+        """Listed files whose content is `identity` (`sha256:` or `sha1:`), with their
+        repos: which revisions hold this content?"""
+        kind, _, digest = identity.partition(":")
+        if kind == "sha256":
+            where = "f.lfs_sha256 = ?"
+        else:
+            where = "f.oid = ? AND (f.lfs_sha256 IS NULL OR f.lfs_sha256 = '')"
+        rows = await self.db.fetchall(
+            "SELECT r.repo_type, r.repo_id, f.path, f.kind, f.oid, f.size, f.lfs_sha256, f.lfs_pointer "
+            f"FROM files f JOIN repos r ON r.id = f.repo WHERE {where} AND f.kind = 'file' LIMIT ?",
+            (digest, limit),
+        )
+        return [(RepoKey(r["repo_type"], r["repo_id"]),
+                 FileEntry(r["path"], r["kind"], r["oid"], r["size"], r["lfs_sha256"], r["lfs_pointer"])) for r in rows]
 
 
 # The key `import-hf-cache` adds to the repo info it writes for a commit; `complete` is

@@ -2,8 +2,11 @@
 
 Both plan and fetch through the node's `Syncer` (`mirror.sync`), with the same fills
 client requests use; `sync` holds `locks/sync.lock`
-so overlapping cron runs are harmless. Exit status: 0 success (or "already running"),
-1 when anything failed (listed), 2 for usage or config errors.
+so overlapping cron runs are harmless. `mirror sync --from URL [--repo PATTERN]...`
+replicates another mirror node instead (its `Replicator`, peers/replicate.py: the
+source's changelog, verified manifests, missing chunks only), under the same lock; the
+Hub is not asked. Exit status: 0 success (or "already running"), 1 when anything
+failed (listed), 2 for usage or config errors.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ def register(sub: Any) -> None:
     add_config_args(p, creates_data_dir=True)
     p.add_argument("--dry-run", action="store_true", help="print the plan (files and bytes to fetch) and stop")
     p.add_argument("--wait", action="store_true", help="wait for a running sync instead of exiting")
+    p.add_argument("--from", dest="source", metavar="URL",
+                   help="replicate the mirror node at URL (its key must be trusted here, and ours there) instead of the watch list")
+    p.add_argument("--repo", action="append", default=[], metavar="REPO",
+                   help="with --from: only repos matching (org/name, datasets/org/name, globs; repeatable)")
     _common(p)
     p.set_defaults(run=run_sync_cmd)
 
@@ -73,6 +80,10 @@ async def run_pull(args: argparse.Namespace) -> int:
 
 async def run_sync_cmd(args: argparse.Namespace) -> int:
     _prepare(args)
+    if args.source is not None:
+        return await _run_from(args)
+    if args.repo:
+        raise UsageError("--repo goes with --from (the watch list of `mirror sync` is [[sync.repos]])")
     config = load_config(args)
     if not config.sync.repos:
         raise UsageError(f"{config.source}: the watch list is empty (add [[sync.repos]] tables)")
@@ -107,6 +118,29 @@ def _render(report: Any, args: argparse.Namespace) -> int:
                   f"reused {human_bytes(plan.reused_bytes)}")
     if not report.dry_run and not args.quiet:
         print(summary_line(report))
+    for failure in report.failures:
+        print(f"FAILED {failure}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+async def _run_from(args: argparse.Namespace) -> int:
+    from mirror.peers.replicate import source_url
+
+    source_url(args.source)  # a bad URL is a usage error before anything is opened
+    if args.dry_run:
+        raise UsageError("--dry-run does not go with --from")
+    if any(not r.strip() for r in args.repo):
+        raise UsageError("--repo needs a repo id or pattern")
+    async with node_for(args, online=True, recover_temps=True) as node:
+        report = await node.replicator.run(args.source, args.repo or None, wait=args.wait)
+    if args.json:
+        print_json(report.to_json())
+        return 0 if report.ok else 1
+    if not args.quiet:
+        print(f"sync --from {report.source}: {report.revisions} revisions, {report.refs} refs, {report.files} files copied "
+              f"({report.chunks_fetched} chunks, {human_bytes(report.bytes_fetched)} fetched; {report.chunks_present} chunks "
+              f"already here), {report.files_present} already complete, {report.files_absent} not stored at the source; "
+              f"serial {report.serial_from} -> {report.serial}")
     for failure in report.failures:
         print(f"FAILED {failure}", file=sys.stderr)
     return 0 if report.ok else 1
