@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import logging
 import math
 import os
@@ -108,6 +109,8 @@ class PeersConfig:
     nodes: tuple[str, ...] = ()
     # Find peers on the LAN by mDNS/DNS-SD (zeroconf) and announce this node.
     discovery: bool = False
+    # Addresses of the interfaces discovery uses ("10.0.0.2", "127.0.0.1"); empty = all.
+    discovery_interfaces: tuple[str, ...] = ()
     # The URL peers use to reach this node ("" = http://<server.host>:<port>; discovery
     # needs an address the others can route to when server.host is 0.0.0.0).
     advertise_url: str = ""
@@ -389,6 +392,12 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{src}: key 'peers.nodes[{i}]' must be a base URL like http://10.0.0.2:8090, got {url!r}")
     if cfg.peers.advertise_url and not re.fullmatch(r"https?://[^\s/?#]+/?", cfg.peers.advertise_url, re.ASCII):
         raise ConfigError(f"{src}: key 'peers.advertise_url' must be a base URL like http://10.0.0.2:8090")
+    for i, addr in enumerate(cfg.peers.discovery_interfaces):
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            raise ConfigError(f"{src}: key 'peers.discovery_interfaces[{i}]' must be an interface's IP address "
+                              f"like 10.0.0.2, got {addr!r}") from None
     for i, k in enumerate(cfg.peers.trust):
         if not re.fullmatch(r"[0-9a-f]{64}", k, re.ASCII):
             raise ConfigError(f"{src}: key 'peers.trust[{i}]' must be a public key of 64 hex characters (mirror keys show)")

@@ -12,7 +12,7 @@ The wiring, in dependency order (arrows: "is given to"):
     layout -> LocalBackend, PackStore -> ChunkStore -> Ingestor, ChunkReader
     Catalog (repos, content, meta, api, lifecycle, pins) -> everything that keeps facts
     HubClient -> Access -> Metadata -> Files;  HubClient -> UpstreamOrigin
-    TrustStore -> PeerClient -> Peers -> PeerOrigin;  TrustStore -> PeerAuth
+    TrustStore -> PeerClient -> Peers -> PeerOrigin;  TrustStore -> PeerAuth;  Peers -> Discovery
     origins [PeerOrigin, UpstreamOrigin] -> Fetcher (fills) -> Files, Syncer
     Files, Fetcher, PeerOrigin -> PeerService (what peers are answered)
     PeerClient, TrustStore, ChunkStore, Ingestor -> FileCopier -> Replicator (sync --from)
@@ -59,6 +59,7 @@ from mirror.lifecycle.policy import Policy
 from mirror.peers.auth import PeerAuth, TrustStore
 from mirror.peers.client import PeerClient
 from mirror.peers.copier import FileCopier
+from mirror.peers.discovery import Discovery
 from mirror.peers.membership import Peers
 from mirror.peers.origin import PeerOrigin
 from mirror.peers.records import PeerRecords
@@ -133,6 +134,7 @@ class Node:
     peer_auth: PeerAuth
     peer_service: PeerService
     replicator: Replicator  # `mirror sync --from`
+    discovery: Discovery
     online: bool = False
 
     async def __aenter__(self) -> "Node":
@@ -157,6 +159,8 @@ class Node:
         url = self.config.peers.advertise_url.rstrip("/") or url
         self.peers.self_url = url
         self.peer_service.url = url
+        if self.config.peers.discovery:
+            self.scheduler.spawn(self.discovery.start(url), name="discovery")
 
     async def _flush_loop(self) -> None:
         failing = False
@@ -177,6 +181,7 @@ class Node:
     async def close(self) -> None:
         try:
             await self.scheduler.close()
+            await self.discovery.close()  # after the scheduler: its start task is over
             if self.online:
                 await self.hub.close()
                 await self.peer_client.close()
@@ -254,6 +259,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         peer_service=PeerService(files, fetcher, store, catalog.repos, catalog.changes, peer_origin, key.public_hex),
         replicator=Replicator(peer_client, trust, FileCopier(peer_client, trust, store, ingestor, executor, config.peers.batch),
                               ingestor, catalog.repos, catalog.changes, FileLock(layout.lock_path("sync"), "sync is already running")),
+        discovery=Discovery(config.peers, peers, key.public_hex),
     )
     if online:
         try:

@@ -10,7 +10,10 @@ its key is trusted and not revoked, and it is not serving a penalty:
   is banned for a cooldown");
 - an integrity failure (a chunk that does not match its id, a forged or wrong-target
   manifest) marks it down at once, and is logged;
-- a down peer is re-checked with backoff (up to `MAX_BACKOFF` s); an answer clears it.
+- a down peer is re-checked with backoff (up to `MAX_BACKOFF` s); an answer clears it;
+- a peer whose key is not trusted here is `untrusted`; one that answers 403 (it does not
+  trust this node's key, or revoked it) is `refused`: neither is used, both are
+  re-checked every `health_interval`, so a `mirror keys trust` on either side shows.
 
 `owner(identity)` picks, by rendezvous hashing over this node and the usable peers, the
 one node that fetches a file from upstream when several miss it at once.
@@ -47,7 +50,7 @@ class Peer:
     url: str
     source: str  # "static" | "discovered"
     key: str = ""
-    state: str = "unknown"  # unknown | up | down | untrusted | self
+    state: str = "unknown"  # unknown | up | down | untrusted (its key) | refused (it refuses ours) | self
     reason: str = ""
     latency_ms: float | None = None
     last_seen: float | None = None  # wall clock of the last good answer
@@ -93,7 +96,8 @@ class Peers:
         peer = self._peers.get(url)
         if peer is None:
             peer = self._peers[url] = Peer(url, source)
-            log.info("peer %s added (%s)", url, source)
+            # Debug: every CLI command builds the table, and discovery logs what it finds.
+            log.debug("peer %s added (%s)", url, source)
             self._changed.set()  # the health loop checks it now
         return peer
 
@@ -158,6 +162,15 @@ class Peers:
         try:
             hello = await self.client.hello(peer.url)
         except MirrorError as exc:
+            if getattr(exc, "peer_status", 0) == 403:
+                # Reachable, but it refuses this node's key (untrusted or revoked there):
+                # not a transport failure, and no backoff (trusting us there fixes it).
+                peer.next_check = now + self.config.health_interval
+                if peer.state != "refused":
+                    log.warning("peer %s refuses this node (key %s): %s; on it: mirror keys trust %s",
+                                peer.url, self.own_key[:16], exc.message, self.own_key)
+                peer.state, peer.reason = "refused", exc.message
+                return
             peer.failures += 1
             peer.strikes += 1
             peer._backoff = min(max(peer._backoff * 2, self.config.health_interval), MAX_BACKOFF)
