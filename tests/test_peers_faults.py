@@ -1,0 +1,295 @@
+"""A victim node among lying peers (threat-model §3.3, P1-P3, P5, P6a/b; issue 9 item 8).
+
+One victim daemon is configured with one adversarial peer per fault (tests/evilpeer.py),
+each a trusted key that claims to hold one file of the fake Hub and misbehaves in its
+own way, with honest material from a real node's data directory (a `mirror pull`).
+For every fault: the client gets the right bytes (`hf_hub_download`), the victim stores
+exactly the file (its stored manifest and chunks, read back through the peer API, and
+`mirror verify`), the liar is marked down in `peers.json` with the reason, and a
+refused manifest is followed by no chunk request at all. Penalties last the whole module
+(`down_for`), so the liars of earlier tests stay out of later ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from tests.hubenv import MiB, rand, sha256  # isort: skip
+
+from huggingface_hub import hf_hub_download
+
+from mirror import config as config_mod
+from mirror.clock import SystemClock
+from mirror.config import PeersConfig
+from mirror.manifest import Manifest
+from mirror.node import open_node
+from mirror.peers.client import PeerClient
+from mirror.peers.membership import rendezvous_score
+from mirror.store.chunker import cut
+from mirror.store.chunkstore import chunk_id_of
+from mirror.store.codec import Codec
+from mirror.store.layout import open_layout
+from tests.clihelp import clean_env
+from tests.daemon import MirrorDaemon
+from tests.evilpeer import CHUNK_FAULTS, MANIFEST_FAULTS, EvilPeer, Material, NodeKey, new_key
+from tests.fakehub import FakeHub
+from tests.peerenv import PeerSite, node_key
+
+REPO = "org/faults"
+TRICKLED = [f"trickle-{i}.bin" for i in range(3)]
+# What the victim says about each liar (peers.json "reason").
+REASONS = {
+    "untrusted-signer": r"signer [0-9a-f]{16} is not trusted",
+    "field-changed": r"does not verify",
+    "non-canonical": r"not a v1 manifest",
+    "revoked-signer": r"signer [0-9a-f]{16} is not trusted",
+    "signer-header-swapped": r"does not verify",
+    "other-identity": r"manifest is for sha256:[0-9a-f]{64}, not sha256:",
+    "other-size": r"is for \d+ bytes, the listing says \d+",
+    "random-bytes": r"from peer .*: chunk [0-9a-f]{16}: ",
+    "bit-flip": r"does not match its blake3 id",
+    "truncated": r"payload is \d+ bytes, header says \d+",
+    "substituted": r"frame holds \d+ bytes, expected|does not match its blake3 id",
+    "bomb-declared-size": r"zstd frame declares 1099511627776 bytes",
+    "bomb-window": r"zstd window 2147483648 too large",
+    "bomb-unsized": r"zstd frame declares -1 bytes",
+    "trailing-frame": r"zstd: .*unused data",
+    "overlong-record": r"chunk record of \d+ bytes \(largest frame \d+\)",
+    "endless-record": r"bad frame magic",
+    "trickle": r"timed out",
+}
+ONE_SHOT = [f for f in (*MANIFEST_FAULTS, *CHUNK_FAULTS) if f != "trickle"]
+
+
+def chunky(size: int, seed: int, at_least: int = 3) -> bytes:
+    """Random bytes of about `size` that the store's chunker cuts in `at_least` chunks or more."""
+    for j in range(100):
+        data = rand(size + j, seed * 1000 + j)
+        if sum(1 for _ in cut(data)) >= at_least:
+            return data
+    raise AssertionError("no seed gives enough chunks")
+
+
+def identity(data: bytes) -> str:
+    return "sha256:" + sha256(data)
+
+
+def mirror_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mirror", *argv], capture_output=True, text=True, env=clean_env(), timeout=300)
+
+
+async def _revoke(config: Path, key: str) -> None:
+    node = await open_node(config_mod.load(config, env={}))
+    try:
+        await node.catalog.meta.revoke(key)
+    finally:
+        await node.close()
+
+
+def revoke(config: Path, key: str) -> None:
+    """Revoke `key` in a node's catalog (what `mirror keys revoke` records)."""
+    asyncio.run(_revoke(config, key))
+
+
+def peer_state(node: MirrorDaemon, url: str) -> dict[str, Any]:
+    try:
+        st = json.loads((node.data_dir / "peers.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return next((p for p in st.get("peers", []) if p["url"] == url), {})
+
+
+def wait_peer(node: MirrorDaemon, url: str, pred: Any, what: str, timeout: float = 20.0) -> dict[str, Any]:
+    """The victim's view of peer `url` once `pred` holds (bounded)."""
+    for _ in range(int(timeout / 0.05)):
+        p = peer_state(node, url)
+        if p and pred(p):
+            return p
+        time.sleep(0.05)
+    raise AssertionError(f"peer {url} never {what}: {peer_state(node, url)}\n" + "\n".join(node.log[-15:]))
+
+
+def stored_copy(node: MirrorDaemon, node_pub: str, probe: NodeKey, ident: str, timeout: float = 30.0) -> bytes:
+    """The file as the node stores it, read through its peer API by a trusted key: its
+    manifest must carry the node's own valid signature and every chunk must hash to its id."""
+
+    async def ask() -> bytes | None:
+        client = PeerClient(probe, PeersConfig(timeout=10, transfer_timeout=10), SystemClock())
+        await client.start()
+        try:
+            ids, _ = await client.have(node.url, node_pub, [ident])
+            if ids.get(ident, {}).get("state") != "stored":
+                return None
+            man: Manifest = await client.manifest(node.url, ident)
+            man.verify({node_pub}, expected_identity=ident)
+            codec, out = Codec(), []
+            refs = {c.chunk_id: c.length for c in man.chunks}
+            async for cid, frame in client.chunks(node.url, list(refs), man.size):
+                assert frame is not None, f"stored manifest lists chunk {cid} the node lacks"
+                raw = codec.decode(frame, refs[cid])
+                assert chunk_id_of(raw) == cid, f"stored chunk {cid} does not hash to its id"
+                out.append(bytes(raw))
+            parts = dict(zip(refs, out))
+            return b"".join(parts[c.chunk_id] for c in man.chunks)
+        finally:
+            await client.close()
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = asyncio.run(ask())
+        if got is not None:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"{ident} was never stored")
+
+
+@dataclass
+class Site:
+    tmp: Path
+    hub: FakeHub
+    victim: MirrorDaemon
+    victim_pub: str
+    probe: NodeKey
+    evil: dict[str, EvilPeer]
+    files: dict[str, bytes]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    tmp = tmp_path_factory.mktemp("peer-faults")
+    files = {f"{f}.bin": chunky(5 * MiB // 2, i) for i, f in enumerate(ONE_SHOT)}
+    files |= {name: rand(200 * 1024 + i, 400 + i) for i, name in enumerate(TRICKLED)}
+    with FakeHub.running() as hub:
+        hub.commit(REPO, files)
+        # The honest material: a real node's store after a pull.
+        seed = MirrorDaemon(tmp / "seed", hub.url)
+        proc = mirror_cli("pull", REPO, "--config", str(seed.config_path), "--quiet")
+        assert proc.returncode == 0, proc.stderr
+        seed_pub = node_key(seed.data_dir)
+        material = Material.load(seed.data_dir, [identity(d) for d in files.values()])
+        revoked, probe = new_key(), new_key()
+        evil = {f: EvilPeer(material, f, holds=[identity(files[f"{f}.bin"])], bad_index=2, revoked=revoked)
+                for f in ONE_SHOT}
+        evil["trickle"] = EvilPeer(material, "trickle", holds=[identity(files[n]) for n in TRICKLED], bad_index=None)
+        try:
+            for e in evil.values():
+                e.start()
+            peers = {
+                "nodes": [e.url for e in evil.values()],
+                "trust": [e.key.public_hex for e in evil.values()] + [seed_pub, revoked.public_hex, probe.public_hex],
+                "health_interval": 0.5, "down_for": 600.0, "timeout": 1.5, "transfer_timeout": 3.0, "batch": 2, "parallel": 2,
+            }
+            victim = MirrorDaemon(tmp / "victim", hub.url, peers=peers)
+            victim_pub = node_key(victim.data_dir)
+            revoke(victim.config_path, revoked.public_hex)  # trusted by config, revoked in the catalog
+            hub.reset_counters()
+            victim.start()
+            try:
+                for e in evil.values():
+                    wait_peer(victim, e.url, lambda p: p["state"] == "up", "came up")
+                yield Site(tmp, hub, victim, victim_pub, probe, evil, files)
+            finally:
+                victim.stop()
+        finally:
+            for e in evil.values():
+                e.stop()
+
+
+def download(site: Site, name: str) -> bytes:
+    return Path(hf_hub_download(REPO, name, endpoint=site.victim.url, cache_dir=site.tmp / "clients" / name)).read_bytes()
+
+
+@pytest.mark.parametrize("fault", ONE_SHOT)
+def test_lying_peer_is_refused_marked_down_and_the_file_served(site: Site, fault: str) -> None:
+    evil, name = site.evil[fault], f"{fault}.bin"
+    data = site.files[name]
+    assert download(site, name) == data
+    down = wait_peer(site.victim, evil.url, lambda p: p["state"] == "down", "was marked down")
+    assert re.search(REASONS[fault], down["reason"]), down
+    assert down["down_for"] > 60
+    assert evil.count("manifest") == 1
+    upstream = site.hub.bytes_sent_for(sha256(data))
+    if fault in MANIFEST_FAULTS:
+        # Refused before any chunk was asked: everything came from upstream.
+        assert evil.count("chunks") == 0
+        assert upstream == len(data)
+    else:
+        # The first batch (chunks 0-1) was good and kept; upstream gave the rest.
+        assert evil.count("chunks") >= 1
+        assert 0 < upstream < len(data)
+    assert stored_copy(site.victim, site.victim_pub, site.probe, identity(data)) == data
+
+
+def test_trickling_peer_is_cut_by_the_batch_deadline_and_struck_out(site: Site) -> None:
+    # P6a: each batch of the trickling peer is cut at its deadline (timeout + size at the
+    # minimum rate) and the file comes from upstream; three failures in a row, with the
+    # peer's health checks answering promptly in between, mark it down.
+    evil = site.evil["trickle"]
+    for i, name in enumerate(TRICKLED, 1):
+        assert download(site, name) == site.files[name]
+        assert site.hub.bytes_sent_for(sha256(site.files[name])) == len(site.files[name])
+        assert evil.count("chunks") == i
+    down = wait_peer(site.victim, evil.url, lambda p: p["state"] == "down", "was marked down")
+    assert re.search(REASONS["trickle"], down["reason"]) and down["failures"] >= 3, down
+    for name in TRICKLED:
+        assert stored_copy(site.victim, site.victim_pub, site.probe, identity(site.files[name])) == site.files[name]
+
+
+def test_victim_store_verifies_after_the_faults(site: Site) -> None:
+    for f in ONE_SHOT:
+        data = site.files[f"{f}.bin"]
+        assert download(site, f"{f}.bin") == data  # served from the store now (or fetched if run alone)
+        stored_copy(site.victim, site.victim_pub, site.probe, identity(data))
+    proc = mirror_cli("verify", "--config", str(site.victim.config_path), "--json")
+    rep = json.loads(proc.stdout)
+    assert proc.returncode == 0 and rep["ok"], (rep, proc.stderr)
+    assert rep["bad_chunks"] == [] and rep["missing_chunks"] == [] and rep["quarantined"] == 0
+    assert rep["manifests_checked"] >= len(ONE_SHOT)
+    assert not any((site.victim.data_dir / "quarantine").iterdir())
+
+
+# --- an honest peer killed mid-transfer --------------------------------------------------------
+
+
+def test_peer_killed_mid_transfer_the_victim_finishes_from_upstream(hub: FakeHub, tmp_path: Path) -> None:
+    site = PeerSite(tmp_path, hub, 2, start=False)
+    # A file node 0 owns (rendezvous): node 1 asks node 0 to fetch it and follows that fill.
+    base = rand(16 * MiB, 21)
+    data = next(d for d in (base + bytes([i]) for i in range(64))
+                if rendezvous_score(identity(d), site.keys[0]) > rendezvous_score(identity(d), site.keys[1]))
+    hub.commit("org/big", {"model.safetensors": data})
+    hub.bandwidth = 16 * MiB
+    site.start()
+    try:
+        site.wait_all_up()
+        got: list[bytes] = []
+        client = threading.Thread(target=lambda: got.append(Path(hf_hub_download(
+            "org/big", "model.safetensors", endpoint=site[1].url, cache_dir=tmp_path / "c1")).read_bytes()))
+        client.start()
+        for _ in range(600):  # until node 0's fill, followed by node 1, is a third in
+            if hub.bytes_sent_for(sha256(data)) >= len(data) // 3:
+                break
+            time.sleep(0.02)
+        site[0].kill()
+        client.join(120)
+        assert got and got[0] == data
+        # Node 1 went on upstream where the followed stream broke, not from the start.
+        assert len(data) < hub.bytes_sent_for(sha256(data)) < 2 * len(data)
+        assert any("following" in line and "stopped at" in line for line in site[1].log)
+        wait_peer(site[1], site[0].url, lambda p: p["failures"] >= 1, "was counted as failed")
+        # Node 1 stored the whole file (read back as node 0, the key it trusts).
+        node0 = NodeKey.load_or_create(open_layout(site.dirs[0]).keys)
+        assert stored_copy(site[1], site.keys[1], node0, identity(data)) == data
+    finally:
+        site.stop()
