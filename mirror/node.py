@@ -59,6 +59,7 @@ from mirror.peers.auth import PeerAuth, TrustStore
 from mirror.peers.client import PeerClient
 from mirror.peers.membership import Peers
 from mirror.peers.origin import PeerOrigin
+from mirror.peers.records import PeerRecords
 from mirror.peers.service import PeerService
 from mirror.resolve.access import Access
 from mirror.resolve.files import Files
@@ -215,17 +216,19 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     collector = Collector(catalog, store, packs, leases, clock, policy, lifecycle_lock)
 
     hub = HubClient(config.upstream, clock)
+    trust = TrustStore(catalog.meta, config.peers.trust, clock)
+    peer_client = PeerClient(key, config.peers, clock)
+    peers = Peers(config.peers, peer_client, trust, key.public_hex, clock, layout.peer_state)
     access = Access(hub, catalog.repos, clock, config.cache.auth_ttl)
-    metadata = Metadata(hub, catalog.repos, clock, config.cache, access)
+    metadata = Metadata(hub, catalog.repos, clock, config.cache, access,
+                        fallback=PeerRecords(peers, peer_client, catalog.repos, clock, config.peers.ref_max_age))
     lifecycle = LifecycleJob(archiver, evictor, collector)
     # Short of space: evict and collect now, whatever the lifecycle schedule.
     space = SpaceGuard(layout.root, parse_size(config.store.min_free), clock,
                        on_low=lambda: scheduler.spawn(lifecycle.relieve(), name="relieve"))
-    trust = TrustStore(catalog.meta, config.peers.trust, clock)
-    peer_client = PeerClient(key, config.peers, clock)
-    peers = Peers(config.peers, peer_client, trust, key.public_hex, clock, layout.peer_state)
-    peer_origin = PeerOrigin(peers, peer_client, trust, store, catalog.repos, executor, config.peers)
-    origins: list[Origin] = [peer_origin, UpstreamOrigin(hub, config.upstream.max_resumes)]
+    upstream = UpstreamOrigin(hub, config.upstream.max_resumes)
+    peer_origin = PeerOrigin(peers, peer_client, trust, store, catalog.repos, executor, config.peers, ranges=upstream)
+    origins: list[Origin] = [peer_origin, upstream]
     fetcher = Fetcher(origins, ingestor, catalog.repos, catalog.meta, layout, scheduler, space, max_fills=config.server.max_cold_fetches)
     files = Files(metadata, access, fetcher, catalog.content, catalog.meta, store, reader, origins, clock)
     node = Node(

@@ -69,6 +69,12 @@ class PeerSite:
     def __getitem__(self, i: int) -> MirrorDaemon:
         return self.nodes[i]
 
+    def owner_of(self, identity: str) -> int:
+        """The node that fetches `identity` upstream for the site when all are up."""
+        from mirror.peers.membership import rendezvous_score
+
+        return max(range(len(self.nodes)), key=lambda i: rendezvous_score(identity, self.keys[i]))
+
     def state(self, i: int) -> dict[str, Any]:
         try:
             return json.loads((self.dirs[i] / "peers.json").read_text())
@@ -89,3 +95,30 @@ class PeerSite:
     def wait_all_up(self) -> None:
         for i in range(len(self.nodes)):
             self.wait_up(i)
+
+
+def signed(site: PeerSite, to: int, as_node: int, method: str, path: str, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+    """A peer request to node `to`, signed with node `as_node`'s key (as that node would)."""
+    from mirror.peers import wire
+    from mirror.peers.auth import sign_request
+    from tests.hubenv import raw
+
+    key = NodeKey.load_or_create(open_layout(site.dirs[as_node]).keys)
+    host = f"127.0.0.1:{site.ports[to]}"
+    headers = sign_request(key, method, host, wire.PREFIX + path, body, time.time())
+    if body:
+        headers["Content-Type"] = "application/json"
+    return raw(f"http://{host}{wire.PREFIX}{path}", method=method, headers=headers, data=body or None)
+
+
+def wait_stored(site: PeerSite, i: int, identity: str, timeout: float = 60.0) -> None:
+    """Wait until node i holds `identity` in its chunk store (its fill is ingested)."""
+    body = json.dumps({"identities": [identity], "chunks": []}).encode()
+    asker = (i + 1) % len(site.nodes)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, _h, out = signed(site, i, asker, "POST", "/have", body)
+        if status == 200 and json.loads(out)["identities"].get(identity, {}).get("state") == "stored":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"node {i} did not store {identity}")

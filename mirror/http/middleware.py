@@ -61,6 +61,11 @@ CLIENT_CLOSED = 499
 _ABORTED = web.RequestKey("client_aborted_after", int)
 
 
+# Set by handlers of routine requests (peer health checks, several a second on a big
+# site) whose successful answers are not worth an access line; failures still log.
+QUIET = web.RequestKey("quiet", bool)
+
+
 def client_aborted(request: web.Request, sent: int) -> None:
     """Record that the client closed the connection after `sent` body bytes."""
     request[_ABORTED] = sent
@@ -85,7 +90,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     finally:
         if _ABORTED in request:
             status, size = CLIENT_CLOSED, request[_ABORTED]
-        if request.app.get(ACCESS_LOG_ON, True):
+        if request.app.get(ACCESS_LOG_ON, True) and not (status < 400 and request.get(QUIET)):
             access_log.info(
                 '%s "%s %s" %d %d %.1fms',
                 escape(request.remote or "-", 100),

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from mirror.errors import BadRequest, MirrorError
+from mirror.http.middleware import QUIET
 from mirror.keys import NodeKey
 from mirror.peers import wire
 from mirror.peers.auth import PeerAuth, sign_response
@@ -52,6 +53,7 @@ def _signed(request: web.Request, nonce: str, obj: Any) -> web.Response:
 
 
 async def hello(request: web.Request) -> web.Response:
+    request[QUIET] = True
     _key, nonce, _ = await _admit(request)
     return _signed(request, nonce, await request.app[PEER_SERVICE].hello(request.app[PEER_TABLE].clock.now()))
 

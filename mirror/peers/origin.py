@@ -12,7 +12,9 @@ file it:
    batches in flight, each chunk decoded with the bomb-proof codec and checked against
    its blake3 id before a byte of it is written (P1, P5). Chunks this node holds
    already (shared with another file) are read locally. A holder that fails a batch is
-   replaced by the next one for that batch;
+   replaced by the next one for that batch; a batch no holder delivers comes from
+   upstream as one Range of the file (`ranges`), checked against the same chunk ids,
+   and the peers go on with the next batches;
 3. otherwise, for a public repo, follows a peer that is fetching the file from upstream
    now, or asks the file's owner (rendezvous hashing over the live nodes) to fetch it
    and follows that fill as it grows, so a site fetches each file upstream once. When
@@ -32,7 +34,7 @@ import bisect
 import logging
 from collections import deque
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Protocol
 
 from mirror.caller import Caller
 from mirror.catalog.repos import RepoCatalog
@@ -43,7 +45,7 @@ from mirror.peers.auth import TrustStore
 from mirror.peers.client import PeerClient
 from mirror.peers.membership import Peer, Peers, rendezvous_score
 from mirror.peers.service import target_body
-from mirror.resolve.origin import Sink
+from mirror.resolve.origin import Sink, check_chunk
 from mirror.resolve.spool import FillTarget
 from mirror.store.chunkstore import ChunkStore
 
@@ -53,11 +55,17 @@ log = logging.getLogger("mirror.peers")
 _NOT_A_FAULT = {404, 409, 429, 502, 503, 504, 507}
 
 
+class RangeSource(Protocol):
+    async def read_range(self, target: FillTarget, start: int, end: int, caller: Caller) -> bytes: ...
+
+
 class PeerOrigin:
     name = "peer"
 
     def __init__(self, peers: Peers, client: PeerClient, trust: TrustStore, store: ChunkStore, repos: RepoCatalog,
-                 executor: Executor, config: PeersConfig) -> None:
+                 executor: Executor, config: PeersConfig, ranges: RangeSource | None = None) -> None:
+        """`ranges` (upstream) gives the byte ranges of chunks no peer delivers."""
+        self.ranges = ranges
         self.peers = peers
         self.client = client
         self.trust = trust
@@ -80,7 +88,7 @@ class PeerOrigin:
         answers = await self._have(live, target.identity)
         holders = [p for p, a in answers if a.get("state") == "stored"]
         if holders:
-            await self._from_holders(holders, target, sink)
+            await self._from_holders(holders, target, sink, caller)
             if sink.offset >= target.size:
                 return
         row = await self.repos.get_repo(target.key)
@@ -131,7 +139,7 @@ class PeerOrigin:
                 self._fault(p, exc)
         return None
 
-    async def _from_holders(self, holders: list[Peer], target: FillTarget, sink: Sink) -> None:
+    async def _from_holders(self, holders: list[Peer], target: FillTarget, sink: Sink, caller: Caller) -> None:
         man = await self._manifest(holders, target)
         if man is None:
             return
@@ -141,6 +149,7 @@ class PeerOrigin:
         skip = start - offsets[first]
         refs = man.chunks[first:]
         batches = [refs[i:i + self.batch] for i in range(0, len(refs), self.batch)]
+        starts = [offsets[first + i] for i in range(0, len(refs), self.batch)]
         good = [p for p in holders if p.state == "up"]
         window: deque[asyncio.Task[list[Any]]] = deque()
         nxt = 0
@@ -149,12 +158,17 @@ class PeerOrigin:
                 while nxt < len(batches) and len(window) < self.parallel:
                     window.append(asyncio.ensure_future(self._batch(batches[nxt], good)))
                     nxt += 1
+                done = nxt - len(window)
                 try:
                     raws = await window.popleft()
                 except MirrorError as exc:
-                    log.info("peers could not deliver %s past %d/%d bytes (%s); going on upstream", target.entry.path,
-                             sink.offset, target.size, exc.message)
-                    return
+                    if not any(p.state == "up" for p in good):
+                        log.info("no peer left to deliver %s past %d/%d bytes (%s); going on upstream", target.entry.path,
+                                 sink.offset, target.size, exc.message)
+                        return  # the rest of the file in one upstream request
+                    raws = await self._upstream_batch(batches[done], starts[done], target, caller, exc)
+                    if raws is None:
+                        return
                 for raw in raws:
                     if skip:
                         raw, skip = memoryview(raw)[skip:], 0
@@ -164,6 +178,33 @@ class PeerOrigin:
                 t.cancel()
             if window:
                 await asyncio.gather(*window, return_exceptions=True)
+
+    async def _upstream_batch(self, refs: tuple[ChunkRef, ...], start: int, target: FillTarget, caller: Caller,
+                              why: MirrorError) -> list[Any] | None:
+        """The chunks of a batch no peer delivered, as one upstream Range, each checked
+        against its id; None when upstream cannot give them either."""
+        end = start + sum(c.length for c in refs)
+        log.info("peers could not deliver bytes %d-%d of %s (%s); asking upstream for that range", start, end, target.entry.path,
+                 why.message)
+        if self.ranges is None:
+            return None
+        try:
+            data = await self.ranges.read_range(target, start, end, caller)
+        except MirrorError as exc:
+            log.info("upstream range of %s failed too (%s); going on upstream", target.entry.path, exc.message)
+            return None
+        view, out, pos = memoryview(data), [], 0
+        loop = asyncio.get_running_loop()
+        for c in refs:
+            piece = view[pos:pos + c.length]
+            pos += c.length
+            try:
+                await loop.run_in_executor(self.executor, check_chunk, c.chunk_id, piece)
+            except IntegrityError as exc:
+                log.error("integrity: upstream range of %s: %s", target.entry.path, exc.message)
+                return None
+            out.append(piece)
+        return out
 
     async def _batch(self, refs: tuple[ChunkRef, ...] | list[ChunkRef], holders: list[Peer]) -> list[Any]:
         """The raw bytes of `refs`, each checked against its id: local ones read here,

@@ -71,8 +71,10 @@ class PeerService:
             if await self.files.stored_manifest(identity) is not None:
                 out[identity] = {"state": "stored"}
                 continue
+            # A fill worth following: one fetching from upstream (or verified). A fill
+            # still asking peers, or following one, is not a source for the site.
             fill = self.fetcher.running(identity)
-            if fill is not None and not self.following.is_following(identity):
+            if fill is not None and (fill.verified or fill.source == "upstream") and not self.following.is_following(identity):
                 out[identity] = {"state": "filling", "written": fill.written}
         ids = [c for c in chunks if isinstance(c, str) and _HEX64.fullmatch(c)]
         if len(ids) != len(chunks):

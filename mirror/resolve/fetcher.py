@@ -94,9 +94,12 @@ class Fetcher:
         return fill
 
     def running(self, identity: str) -> Fill | None:
-        """The fill of this content while it is fetching (not once done or failed)."""
+        """The fill of this content while it is fetching, or verified and not yet
+        ingested (its spool can still be followed); None once failed or ingested."""
         fill = self._fills.get(identity)
-        return fill if fill is not None and not fill.done.is_set() else None
+        if fill is None or (fill.done.is_set() and not fill.verified):
+            return None
+        return fill
 
     def _lock_spool(self, fill: Fill) -> None:
         """Create the spool (so followers can open it before the task first runs) and

@@ -5,7 +5,8 @@ Rules (design.md §3):
 - a branch, tag or short sha is re-checked upstream once its answer is older than
   `cache.ref_ttl`; within the TTL it is answered from the catalog;
 - when upstream is unreachable or answers 5xx, the last known answer is used and the
-  result is marked stale (`X-Mirror-Stale: 1` at the edge);
+  result is marked stale (`X-Mirror-Stale: 1` at the edge); with no answer of its own,
+  a peer's fresh, signed record is taken (peers/records.py), stale too;
 - every answer taken from the cache passes `Access.check_metadata` (a private repo's
   metadata is restricted; a gated repo's is public, as on the Hub: only its file bytes
   are gated, by `Access.check` in resolve/files.py);
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from mirror.caller import Caller
 from mirror.catalog.repos import RepoCatalog
@@ -39,6 +40,14 @@ DEFAULT_REF = ""
 _MAX_TREE_PAGES = 10_000
 
 
+class Fallback(Protocol):
+    """Where answers come from when upstream is down and this node has none (peers)."""
+
+    async def resolve(self, key: RepoKey, revision: str) -> tuple[int, str, dict[str, Any]] | None: ...
+
+    async def listing(self, key: RepoKey, commit: str) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Resolved:
     key: RepoKey
@@ -48,8 +57,10 @@ class Resolved:
 
 
 class Metadata:
-    def __init__(self, hub: HubClient, repos: RepoCatalog, clock: Clock, config: CacheConfig, access: Access) -> None:
+    def __init__(self, hub: HubClient, repos: RepoCatalog, clock: Clock, config: CacheConfig, access: Access,
+                 fallback: Fallback | None = None) -> None:
         self.hub = hub
+        self.fallback = fallback
         self.repos = repos
         self.clock = clock
         self.config = config
@@ -68,7 +79,13 @@ class Metadata:
         rev = revision or DEFAULT_REF
         repo = await self.repos.repo_id(key, create=False)
         if repo is None:  # never confirmed by upstream: nothing cached to fall back on
-            repo, info = await self._fetch_info(key, rev, caller)
+            try:
+                repo, info = await self._fetch_info(key, rev, caller)
+            except UpstreamError:
+                found = await self._from_fallback(key, rev, caller)
+                if found is None:
+                    raise
+                return found
             return Resolved(key, repo, str(info["sha"])), info
         if FULL_SHA.fullmatch(rev):
             info = await self.repos.commit_info(repo, rev)
@@ -79,7 +96,10 @@ class Metadata:
                 _repo, fetched = await self._fetch_info(key, rev, caller)
             except UpstreamError:
                 if info is None:
-                    raise
+                    found = await self._from_fallback(key, rev, caller)
+                    if found is None:
+                        raise
+                    return found
                 # Only a partial import of this commit (admin/hfcache.py) is known: serve
                 # what it holds while upstream cannot give the whole commit.
                 await self.access.check_metadata(key, repo, rev, caller)
@@ -98,15 +118,26 @@ class Metadata:
             # branch was most likely last seen by name.
             if ref is None and rev == DEFAULT_REF:
                 ref = await self.repos.get_ref(repo, "main")
-            if ref is None:
-                raise
-            info = await self.repos.commit_info(repo, ref[0])
-            if info is None:
-                raise
+            info = await self.repos.commit_info(repo, ref[0]) if ref is not None else None
+            if ref is None or info is None:
+                found = await self._from_fallback(key, rev, caller)
+                if found is None:
+                    raise
+                return found
             await self.access.check_metadata(key, repo, ref[0], caller)
             log.warning("upstream unavailable; serving stale %s@%s -> %s", key, rev or "<default>", ref[0][:12])
             return Resolved(key, repo, ref[0], stale=True), info
         return Resolved(key, repo, str(info["sha"])), info
+
+    async def _from_fallback(self, key: RepoKey, rev: str, caller: Caller) -> tuple[Resolved, dict[str, Any]] | None:
+        if self.fallback is None:
+            return None
+        found = await self.fallback.resolve(key, rev)
+        if found is None:
+            return None
+        repo, commit, info = found
+        await self.access.check_metadata(key, repo, commit, caller)
+        return Resolved(key, repo, commit, stale=True), info
 
     async def _fetch_info(self, key: RepoKey, rev: str, caller: Caller) -> tuple[int, dict[str, Any]]:
         """Repo info at `rev` from upstream, recorded with the repo's visibility (the
@@ -152,7 +183,15 @@ class Metadata:
             return cached
 
         async def fetch() -> dict[str, FileEntry]:
-            entries = await self._fetch_tree(res.key, res.commit, caller)
+            try:
+                entries = await self._fetch_tree(res.key, res.commit, caller)
+            except UpstreamError:
+                if self.fallback is None or not await self.fallback.listing(res.key, res.commit):
+                    raise
+                listed = await self.repos.get_listing(res.repo, res.commit)
+                if listed is None:
+                    raise
+                return listed
             try:
                 await self.repos.put_listing(res.repo, res.commit, entries)
             except StorageError as exc:

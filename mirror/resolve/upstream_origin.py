@@ -59,6 +59,28 @@ class UpstreamOrigin:
                 log.info("upstream failed at %d/%d of %s (%s); retrying in %.1fs", sink.offset, target.size, target.entry.path, exc.message, delay)
                 await asyncio.sleep(delay)
 
+    async def read_range(self, target: FillTarget, start: int, end: int, caller: Caller) -> bytes:
+        """Bytes [start, end) of the file from upstream, as one Range request (the
+        chunks no peer could deliver). The caller checks them against chunk ids."""
+        path = urls.resolve(target.key, target.commit, target.entry.path)
+        body = await self.hub.open_file(path, caller.hub_token, start=start, end=end)
+        try:
+            m = _CONTENT_RANGE.fullmatch(body.content_range or "")
+            if body.status != 206 or not m or int(m.group(1)) != start or int(m.group(2)) != end - 1 or int(m.group(3)) != target.size:
+                raise UpstreamError(f"upstream answered a Range of {target.entry.path} with {body.status} {body.content_range or ''}")
+            parts: list[bytes] = []
+            got = 0
+            async for data in body.iter_chunks():
+                got += len(data)
+                if got > end - start:
+                    raise UpstreamError("upstream sent more than the Range asked")
+                parts.append(data)
+            if got != end - start:
+                raise UpstreamUnavailable("upstream Range body ended early")
+            return b"".join(parts)
+        finally:
+            body.close()
+
     async def _fetch_once(self, target: FillTarget, sink: Sink, path: str, caller: Caller) -> None:
         start = sink.offset
         body = await self.hub.open_file(path, caller.hub_token, start=start)
