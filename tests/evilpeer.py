@@ -15,6 +15,9 @@ Manifest faults (P2 forged, P3 wrong target), every chunk record honest:
   signer-header-swapped  signed by this peer's key, the header naming the honest signer
   other-identity         another file's manifest, validly signed by this peer's (trusted) key
   other-size             the right identity without its last chunk, validly signed
+  forged-content         the right identity and size, validly signed, listing chunks of
+                         other (random) content, served as valid frames: only the file's
+                         digest tells (T9, a trusted key that lies)
 
 Chunk faults (P1, P5, P6), the manifest honest; the record of chunk `bad_index` of the
 file (every chunk when None) is:
@@ -43,7 +46,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -53,15 +56,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mirror import config as config_mod
 from mirror.keys import NodeKey
-from mirror.manifest import Manifest
+from mirror.manifest import ChunkRef, Manifest
 from mirror.node import open_node
 from mirror.peers import wire
 from mirror.peers.auth import sign_response
-from mirror.store.chunkstore import MAX_FRAME
+from mirror.store.chunkstore import MAX_FRAME, chunk_id_of
 from mirror.store.codec import HEADER, MAGIC, ZSTD, Codec
 
 MANIFEST_FAULTS = ("untrusted-signer", "field-changed", "non-canonical", "revoked-signer", "signer-header-swapped",
                    "other-identity", "other-size")
+LYING_FAULTS = ("forged-content",)
 CHUNK_FAULTS = ("random-bytes", "bit-flip", "truncated", "substituted", "bomb-declared-size", "bomb-window",
                 "bomb-unsized", "trailing-frame", "overlong-record", "endless-record", "trickle")
 ENDLESS_CAP = 64 << 20  # an endless record stops here if nobody hangs up first
@@ -76,8 +80,10 @@ def new_key() -> NodeKey:
 class Material:
     """Honest manifests (by identity) and stored frames (by chunk id) of a real node."""
 
-    manifests: dict[str, Manifest]
-    frames: dict[str, bytes]
+    # Not in the repr: asyncio formats the repr of a task's result, and megabytes of
+    # frames take seconds to format.
+    manifests: dict[str, Manifest] = field(repr=False)
+    frames: dict[str, bytes] = field(repr=False)
 
     @classmethod
     def load(cls, data_dir: Path, identities: Iterable[str]) -> "Material":
@@ -144,7 +150,7 @@ def zstd_unsized() -> bytes:
 class EvilPeer:
     def __init__(self, material: Material, fault: str = "honest", *, holds: Iterable[str] | None = None,
                  bad_index: int | None = 0, revoked: NodeKey | None = None, key: NodeKey | None = None) -> None:
-        if fault not in ("honest", *MANIFEST_FAULTS, *CHUNK_FAULTS):
+        if fault not in ("honest", *MANIFEST_FAULTS, *CHUNK_FAULTS, *LYING_FAULTS):
             raise ValueError(f"unknown fault {fault}")
         if fault == "revoked-signer" and revoked is None:
             raise ValueError("revoked-signer needs the revoked key")
@@ -157,6 +163,11 @@ class EvilPeer:
         for identity in self.holds:
             chunks = material.manifests[identity].chunks
             self.bad |= {c.chunk_id for i, c in enumerate(chunks) if bad_index is None or i == bad_index}
+        self.frames = dict(material.frames)  # plus this peer's forged ones
+        self.forged: dict[str, Manifest] = {}
+        if fault == "forged-content":
+            for ident in self.holds:
+                self.forged[ident] = self._forge_content(material.manifests[ident])
         self.lengths = {c.chunk_id: c.length for m in material.manifests.values() for c in m.chunks}
         self.url = ""
         self._counts: Counter[str] = Counter()
@@ -232,7 +243,7 @@ class EvilPeer:
         self._seen("have")
         body = json.loads(await request.read())
         ids = {i: {"state": "stored"} for i in body.get("identities", []) if i in self.holds}
-        return self._signed(request, {"identities": ids, "chunks": [c for c in body.get("chunks", []) if c in self.lengths]})
+        return self._signed(request, {"identities": ids, "chunks": [c for c in body.get("chunks", []) if c in self.frames]})
 
     async def _fill(self, request: web.Request) -> web.Response:
         self._seen("fill")
@@ -247,6 +258,17 @@ class EvilPeer:
         body, signer, sig = self._forge(self.material.manifests[identity])
         return web.Response(body=body, content_type="text/plain",
                             headers={wire.H_MANIFEST_SIGNER: signer, wire.H_MANIFEST_SIG: sig.hex()})
+
+    def _forge_content(self, man: Manifest) -> Manifest:
+        """A manifest of `man`'s identity and chunk lengths over random content, signed by
+        this peer's key; its frames join the material so `/chunks` serves them."""
+        codec, refs = Codec(), []
+        for c in man.chunks:
+            raw = os.urandom(c.length)
+            cid = chunk_id_of(raw)
+            self.frames[cid] = codec.encode(raw, compress=False)
+            refs.append(ChunkRef(cid, c.length))
+        return Manifest(man.identity, man.size, tuple(refs)).signed(self.key)
 
     def _forge(self, man: Manifest) -> tuple[bytes, str, bytes]:
         """(bytes, signer header, signature) served for `man` under this peer's fault."""
@@ -267,6 +289,8 @@ class EvilPeer:
         elif f == "other-identity":
             other = next(m for i, m in sorted(self.material.manifests.items()) if i != man.identity)
             man = other.signed(self.key)
+        elif f == "forged-content":
+            man = self.forged[man.identity]
         elif f == "other-size":
             c = man.chunks[:-1]
             man = Manifest(man.identity, sum(x.length for x in c), c).signed(self.key)
@@ -278,7 +302,7 @@ class EvilPeer:
         resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         await resp.prepare(request)
         for cid in ids:
-            frame = self.material.frames.get(cid)
+            frame = self.frames.get(cid)
             if frame is None:
                 await resp.write(wire.chunk_record(cid, None))
             elif cid in self.bad and self.fault in CHUNK_FAULTS:
@@ -319,7 +343,7 @@ class EvilPeer:
         elif f == "truncated":
             bad = frame[: len(frame) // 2]
         elif f == "substituted":
-            bad = next(fr for c, fr in self.material.frames.items() if c != cid)
+            bad = next(fr for c, fr in self.frames.items() if c != cid)
         elif f == "bomb-declared-size":
             bad = mmc1(n, zstd_declaring(1 << 40))
         elif f == "bomb-window":

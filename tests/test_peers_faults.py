@@ -7,12 +7,16 @@ For every fault: the client gets the right bytes (`hf_hub_download`), the victim
 exactly the file (its stored manifest and chunks, read back through the peer API, and
 `mirror verify`), the liar is marked down in `peers.json` with the reason, and a
 refused manifest is followed by no chunk request at all. Penalties last the whole module
-(`down_for`), so the liars of earlier tests stay out of later ones.
+(`down_for`), so the liars of earlier tests stay out of later ones. The chunk liars and
+the manifest of P1 are signed by the honest node's key, which the victim trusts.
+
+Two more: a trusted key that signs a lie only the file digest can tell (T9), and an
+honest peer SIGKILLed while the victim follows its fill.
 """
 
 from __future__ import annotations
 
-import asyncio
+import http.client
 import json
 import re
 import subprocess
@@ -21,7 +25,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -29,25 +34,20 @@ from tests.hubenv import MiB, rand, sha256  # isort: skip
 
 from huggingface_hub import hf_hub_download
 
-from mirror import config as config_mod
-from mirror.clock import SystemClock
-from mirror.config import PeersConfig
-from mirror.manifest import Manifest
-from mirror.node import open_node
-from mirror.peers.client import PeerClient
+from mirror.keys import NodeKey
 from mirror.peers.membership import rendezvous_score
 from mirror.store.chunker import cut
-from mirror.store.chunkstore import chunk_id_of
-from mirror.store.codec import Codec
 from mirror.store.layout import open_layout
 from tests.clihelp import clean_env
 from tests.daemon import MirrorDaemon
-from tests.evilpeer import CHUNK_FAULTS, MANIFEST_FAULTS, EvilPeer, Material, NodeKey, new_key
+from tests.evilpeer import CHUNK_FAULTS, MANIFEST_FAULTS, EvilPeer, Material, new_key
 from tests.fakehub import FakeHub
 from tests.peerenv import PeerSite, node_key
+from tests.peerprobe import is_stored, revoke, stored_copy, wait_peer
 
 REPO = "org/faults"
 TRICKLED = [f"trickle-{i}.bin" for i in range(3)]
+LIE = "forged-content.bin"
 # What the victim says about each liar (peers.json "reason").
 REASONS = {
     "untrusted-signer": r"signer [0-9a-f]{16} is not trusted",
@@ -89,71 +89,6 @@ def mirror_cli(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mirror", *argv], capture_output=True, text=True, env=clean_env(), timeout=300)
 
 
-async def _revoke(config: Path, key: str) -> None:
-    node = await open_node(config_mod.load(config, env={}))
-    try:
-        await node.catalog.meta.revoke(key)
-    finally:
-        await node.close()
-
-
-def revoke(config: Path, key: str) -> None:
-    """Revoke `key` in a node's catalog (what `mirror keys revoke` records)."""
-    asyncio.run(_revoke(config, key))
-
-
-def peer_state(node: MirrorDaemon, url: str) -> dict[str, Any]:
-    try:
-        st = json.loads((node.data_dir / "peers.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return next((p for p in st.get("peers", []) if p["url"] == url), {})
-
-
-def wait_peer(node: MirrorDaemon, url: str, pred: Any, what: str, timeout: float = 20.0) -> dict[str, Any]:
-    """The victim's view of peer `url` once `pred` holds (bounded)."""
-    for _ in range(int(timeout / 0.05)):
-        p = peer_state(node, url)
-        if p and pred(p):
-            return p
-        time.sleep(0.05)
-    raise AssertionError(f"peer {url} never {what}: {peer_state(node, url)}\n" + "\n".join(node.log[-15:]))
-
-
-def stored_copy(node: MirrorDaemon, node_pub: str, probe: NodeKey, ident: str, timeout: float = 30.0) -> bytes:
-    """The file as the node stores it, read through its peer API by a trusted key: its
-    manifest must carry the node's own valid signature and every chunk must hash to its id."""
-
-    async def ask() -> bytes | None:
-        client = PeerClient(probe, PeersConfig(timeout=10, transfer_timeout=10), SystemClock())
-        await client.start()
-        try:
-            ids, _ = await client.have(node.url, node_pub, [ident])
-            if ids.get(ident, {}).get("state") != "stored":
-                return None
-            man: Manifest = await client.manifest(node.url, ident)
-            man.verify({node_pub}, expected_identity=ident)
-            codec, out = Codec(), []
-            refs = {c.chunk_id: c.length for c in man.chunks}
-            async for cid, frame in client.chunks(node.url, list(refs), man.size):
-                assert frame is not None, f"stored manifest lists chunk {cid} the node lacks"
-                raw = codec.decode(frame, refs[cid])
-                assert chunk_id_of(raw) == cid, f"stored chunk {cid} does not hash to its id"
-                out.append(bytes(raw))
-            parts = dict(zip(refs, out))
-            return b"".join(parts[c.chunk_id] for c in man.chunks)
-        finally:
-            await client.close()
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = asyncio.run(ask())
-        if got is not None:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"{ident} was never stored")
-
-
 @dataclass
 class Site:
     tmp: Path
@@ -170,6 +105,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("peer-faults")
     files = {f"{f}.bin": chunky(5 * MiB // 2, i) for i, f in enumerate(ONE_SHOT)}
     files |= {name: rand(200 * 1024 + i, 400 + i) for i, name in enumerate(TRICKLED)}
+    files[LIE] = chunky(5 * MiB // 2, 99)
     with FakeHub.running() as hub:
         hub.commit(REPO, files)
         # The honest material: a real node's store after a pull.
@@ -182,17 +118,20 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         evil = {f: EvilPeer(material, f, holds=[identity(files[f"{f}.bin"])], bad_index=2, revoked=revoked)
                 for f in ONE_SHOT}
         evil["trickle"] = EvilPeer(material, "trickle", holds=[identity(files[n]) for n in TRICKLED], bad_index=None)
+        evil["forged-content"] = EvilPeer(material, "forged-content", holds=[identity(files[LIE])])
         try:
             for e in evil.values():
                 e.start()
             peers = {
                 "nodes": [e.url for e in evil.values()],
                 "trust": [e.key.public_hex for e in evil.values()] + [seed_pub, revoked.public_hex, probe.public_hex],
-                "health_interval": 0.5, "down_for": 600.0, "timeout": 1.5, "transfer_timeout": 3.0, "batch": 2, "parallel": 2,
+                # One batch of two chunks at a time: the good first batch of a chunk liar
+                # is kept before its bad second one is asked for.
+                "health_interval": 0.5, "down_for": 600.0, "timeout": 1.5, "transfer_timeout": 3.0, "batch": 2, "parallel": 1,
             }
             victim = MirrorDaemon(tmp / "victim", hub.url, peers=peers)
             victim_pub = node_key(victim.data_dir)
-            revoke(victim.config_path, revoked.public_hex)  # trusted by config, revoked in the catalog
+            revoke(victim.data_dir, revoked.public_hex)  # trusted by config, revoked in the catalog
             hub.reset_counters()
             victim.start()
             try:
@@ -204,6 +143,23 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         finally:
             for e in evil.values():
                 e.stop()
+
+
+def get_what_arrives(url: str) -> tuple[int, bytes]:
+    """A GET that returns what arrived even when the server aborts mid-body."""
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    try:
+        conn.request("GET", u.path)
+        resp, got = conn.getresponse(), b""
+        try:
+            while piece := resp.read1(1 << 20):
+                got += piece
+        except (http.client.IncompleteRead, ConnectionError):
+            pass
+        return resp.status, got
+    finally:
+        conn.close()
 
 
 def download(site: Site, name: str) -> bytes:
@@ -244,6 +200,25 @@ def test_trickling_peer_is_cut_by_the_batch_deadline_and_struck_out(site: Site) 
     assert re.search(REASONS["trickle"], down["reason"]) and down["failures"] >= 3, down
     for name in TRICKLED:
         assert stored_copy(site.victim, site.victim_pub, site.probe, identity(site.files[name])) == site.files[name]
+
+
+def test_trusted_key_that_lies_is_never_served_whole_nor_kept_and_revoking_it_restores(site: Site) -> None:
+    # T9, a compromised trusted key: a manifest of the right identity and size, validly
+    # signed, listing other content whose chunks all match their ids. Only the whole-file
+    # digest tells: the client never gets the lie whole (the held-back tail and an aborted
+    # connection), nothing is kept, and revoking the key lets upstream serve the file.
+    evil, data = site.evil["forged-content"], site.files[LIE]
+    status, body = get_what_arrives(f"{site.victim.url}/{REPO}/resolve/main/{LIE}")
+    assert status == 200 and len(body) < len(data)
+    assert evil.count("chunks") >= 1
+    assert any("integrity:" in line and LIE in line for line in site.victim.log)
+    assert not is_stored(site.victim, site.victim_pub, site.probe, identity(data))
+    revoke(site.victim.data_dir, evil.key.public_hex)
+    wait_peer(site.victim, evil.url, lambda p: p["state"] == "untrusted", "was dropped as untrusted")
+    chunks = evil.count("chunks")
+    assert download(site, LIE) == data
+    assert evil.count("chunks") == chunks
+    assert stored_copy(site.victim, site.victim_pub, site.probe, identity(data)) == data
 
 
 def test_victim_store_verifies_after_the_faults(site: Site) -> None:
