@@ -5,7 +5,7 @@ speaks peer protocol v1 (mirror/peers/wire.py) with its own Ed25519 key. It answ
 `hello` and `have` signed by that key (`sign_response`), so a victim that trusts the key
 uses it, and it claims to hold the files it was given. Its material is honest: the
 signed manifests and the chunk frames of a real node's data directory (`Material.load`).
-It misbehaves in exactly one way, its `fault`:
+It misbehaves in exactly one way, its `fault` (`honest`, the default: not at all):
 
 Manifest faults (P2 forged, P3 wrong target), every chunk record honest:
   untrusted-signer       re-signed by a fresh key nobody trusts

@@ -119,12 +119,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 for f in ONE_SHOT}
         evil["trickle"] = EvilPeer(material, "trickle", holds=[identity(files[n]) for n in TRICKLED], bad_index=None)
         evil["forged-content"] = EvilPeer(material, "forged-content", holds=[identity(files[LIE])])
+        stranger = EvilPeer(material)  # honest, holds everything, and its key is not trusted
+        evil["stranger"] = stranger
         try:
             for e in evil.values():
                 e.start()
             peers = {
                 "nodes": [e.url for e in evil.values()],
-                "trust": [e.key.public_hex for e in evil.values()] + [seed_pub, revoked.public_hex, probe.public_hex],
+                "trust": [e.key.public_hex for e in evil.values() if e is not stranger]
+                + [seed_pub, revoked.public_hex, probe.public_hex],
                 # One batch of two chunks at a time: the good first batch of a chunk liar
                 # is kept before its bad second one is asked for.
                 "health_interval": 0.5, "down_for": 600.0, "timeout": 1.5, "transfer_timeout": 3.0, "batch": 2, "parallel": 1,
@@ -136,7 +139,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             victim.start()
             try:
                 for e in evil.values():
-                    wait_peer(victim, e.url, lambda p: p["state"] == "up", "came up")
+                    state = "untrusted" if e is stranger else "up"
+                    wait_peer(victim, e.url, lambda p, s=state: p["state"] == s, f"was {state}")
                 yield Site(tmp, hub, victim, victim_pub, probe, evil, files)
             finally:
                 victim.stop()
@@ -219,6 +223,15 @@ def test_trusted_key_that_lies_is_never_served_whole_nor_kept_and_revoking_it_re
     assert download(site, LIE) == data
     assert evil.count("chunks") == chunks
     assert stored_copy(site.victim, site.victim_pub, site.probe, identity(data)) == data
+
+
+def test_peer_with_an_untrusted_key_is_never_asked_for_anything(site: Site) -> None:
+    stranger = site.evil["stranger"]
+    name = TRICKLED[0]
+    assert download(site, name) == site.files[name]
+    assert stranger.count("hello") >= 1
+    assert wait_peer(site.victim, stranger.url, lambda p: p["state"] == "untrusted", "stayed untrusted")["reason"]
+    assert [stranger.count(e) for e in ("have", "manifest", "chunks", "fill")] == [0, 0, 0, 0]
 
 
 def test_victim_store_verifies_after_the_faults(site: Site) -> None:
