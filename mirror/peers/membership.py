@@ -147,6 +147,7 @@ class Peers:
             peer.reason = why
             peer.next_check = peer.down_until
             log.warning("peer %s marked down for %.0fs: %s", peer.url, self.config.down_for, why)
+            self._changed.set()  # the health loop writes the snapshot now: `mirror peers` shows the ban
         else:
             log.info("peer %s failed (%d in a row): %s", peer.url, peer.strikes, why)
 
@@ -196,7 +197,10 @@ class Peers:
             return  # serving a penalty: stays down until it ends
         if peer.state != "up":
             log.info("peer %s is up (key %s, %.1f ms)", peer.url, hello.public_key[:16], peer.latency_ms)
-        peer.state, peer.reason, peer.strikes = "up", "", 0
+            peer.strikes = 0
+        # A prompt hello does not clear strikes a live peer earned on chunks or fills: a
+        # peer that answers hello but trickles data would never reach STRIKES otherwise.
+        peer.state, peer.reason = "up", ""
 
     async def check_all(self, *, due_only: bool = True) -> None:
         now = self.clock.monotonic()
