@@ -255,7 +255,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         syncer=Syncer(metadata, files, fetcher, catalog.repos, catalog.meta, config.sync,
                       FileLock(layout.lock_path("sync"), "sync is already running")),
         trust=trust, peer_client=peer_client, peers=peers,
-        peer_auth=PeerAuth(trust, clock, config.peers.max_skew),
+        peer_auth=PeerAuth(trust, clock, config.peers.max_skew, key.public_hex),
         peer_service=PeerService(files, fetcher, store, catalog.repos, catalog.changes, peer_origin, key.public_hex),
         replicator=Replicator(peer_client, trust, FileCopier(peer_client, trust, store, ingestor, executor, config.peers.batch),
                               ingestor, catalog.repos, catalog.changes, FileLock(layout.lock_path("sync"), "sync is already running")),

@@ -105,7 +105,7 @@ def signed(site: PeerSite, to: int, as_node: int, method: str, path: str, body: 
 
     key = NodeKey.load_or_create(open_layout(site.dirs[as_node]).keys)
     host = f"127.0.0.1:{site.ports[to]}"
-    headers = sign_request(key, method, host, wire.PREFIX + path, body, time.time())
+    headers = sign_request(key, method, host, wire.PREFIX + path, body, time.time(), "" if path == "/hello" else site.keys[to])
     if body:
         headers["Content-Type"] = "application/json"
     return raw(f"http://{host}{wire.PREFIX}{path}", method=method, headers=headers, data=body or None)

@@ -60,11 +60,10 @@ async def _stored(node: MirrorDaemon, node_pub: str, probe: NodeKey, identity: s
         ids, _ = await client.have(node.url, node_pub, [identity])
         if ids.get(identity, {}).get("state") != "stored":
             return None
-        man = await client.manifest(node.url, identity)
-        man.verify({node_pub}, expected_identity=identity)
+        man = await client.manifest(node.url, node_pub, identity, trusted=frozenset({node_pub}), size=None)
         codec, parts = Codec(), {}
         lengths = {c.chunk_id: c.length for c in man.chunks}
-        async for cid, frame in client.chunks(node.url, list(lengths), man.size):
+        async for cid, frame in client.chunks(node.url, node_pub, list(lengths), man.size):
             assert frame is not None, f"the stored manifest lists chunk {cid} the node lacks"
             data = bytes(codec.decode(frame, lengths[cid]))
             assert chunk_id_of(data) == cid, f"stored chunk {cid} does not hash to its id"
@@ -99,8 +98,9 @@ def signed_call(node: MirrorDaemon, key: NodeKey | None, method: str, path_qs: s
     if headers is None:
         headers = {"Host": host}
         if key is not None:
+            to = "" if path_qs == "/hello" else (node.data_dir / "keys" / "node.pub").read_text().strip()
             headers |= sign_request(key, method, host, wire.PREFIX + (sign_path or path_qs),
-                                    body if sign_body is None else sign_body, time.time() if now is None else now)
+                                    body if sign_body is None else sign_body, time.time() if now is None else now, to)
         if body:
             headers["Content-Type"] = "application/json"
     status, rh, data = raw(node.url + wire.PREFIX + path_qs, method=method, headers=headers, data=body or None)

@@ -229,3 +229,29 @@ def test_a_peer_sending_a_rotten_chunk_is_marked_down_and_the_file_is_served(hub
         assert state == "down"
     finally:
         site.stop()
+
+
+def test_a_request_captured_on_its_way_to_one_node_is_refused_by_another(hub: FakeHub, tmp_path: Path) -> None:
+    import json as _json
+
+    from mirror.keys import NodeKey
+    from mirror.peers import wire
+    from mirror.peers.auth import sign_request
+    from mirror.store.layout import open_layout
+
+    site = PeerSite(tmp_path, hub, 3)
+    try:
+        site.wait_all_up()
+        body = _json.dumps({"identities": [], "chunks": []}).encode()
+        key = NodeKey.load_or_create(open_layout(site.dirs[2]).keys)
+        host0 = f"127.0.0.1:{site.ports[0]}"
+        headers = sign_request(key, "POST", host0, wire.PREFIX + "/have", body, time.time(), site.keys[0])
+        headers |= {"Host": host0, "Content-Type": "application/json"}
+        # Replayed verbatim (same Host, nonce, signature) to node 1, which trusts node 2 too.
+        status, h, _b = raw(f"http://127.0.0.1:{site.ports[1]}{wire.PREFIX}/have", "POST", headers, body)
+        assert status == 401 and h.get("X-Error-Code") == "PeerBadSignature"
+        # The intended node answers it.
+        status, _h, _b = raw(f"http://{host0}{wire.PREFIX}/have", "POST", headers, body)
+        assert status == 200
+    finally:
+        site.stop()

@@ -206,23 +206,28 @@ def test_trickling_peer_is_cut_by_the_batch_deadline_and_struck_out(site: Site) 
         assert stored_copy(site.victim, site.victim_pub, site.probe, identity(site.files[name])) == site.files[name]
 
 
-def test_trusted_key_that_lies_is_never_served_whole_nor_kept_and_revoking_it_restores(site: Site) -> None:
+def test_trusted_key_that_lies_is_never_served_whole_nor_kept_and_is_marked_down(site: Site) -> None:
     # T9, a compromised trusted key: a manifest of the right identity and size, validly
     # signed, listing other content whose chunks all match their ids. Only the whole-file
     # digest tells: the client never gets the lie whole (the held-back tail and an aborted
-    # connection), nothing is kept, and revoking the key lets upstream serve the file.
+    # connection), nothing is kept, the liar is marked down with a hint to revoke its key,
+    # and the next request is served from upstream without asking it.
     evil, data = site.evil["forged-content"], site.files[LIE]
     status, body = get_what_arrives(f"{site.victim.url}/{REPO}/resolve/main/{LIE}")
     assert status == 200 and len(body) < len(data)
     assert evil.count("chunks") >= 1
     assert any("integrity:" in line and LIE in line for line in site.victim.log)
     assert not is_stored(site.victim, site.victim_pub, site.probe, identity(data))
-    revoke(site.victim.data_dir, evil.key.public_hex)
-    wait_peer(site.victim, evil.url, lambda p: p["state"] == "untrusted", "was dropped as untrusted")
+    down = wait_peer(site.victim, evil.url, lambda p: p["state"] == "down", "was marked down")
+    assert "failed its hash" in down["reason"]
+    assert any(f"mirror keys revoke {evil.key.public_hex}" in line for line in site.victim.log)
     chunks = evil.count("chunks")
     assert download(site, LIE) == data
     assert evil.count("chunks") == chunks
     assert stored_copy(site.victim, site.victim_pub, site.probe, identity(data)) == data
+    # Revoking the key makes it untrusted for good.
+    revoke(site.victim.data_dir, evil.key.public_hex)
+    wait_peer(site.victim, evil.url, lambda p: p["state"] == "untrusted", "was dropped as untrusted")
 
 
 def test_peer_with_an_untrusted_key_is_never_asked_for_anything(site: Site) -> None:

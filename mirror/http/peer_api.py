@@ -31,12 +31,12 @@ PEER_KEY = web.AppKey("peer_key", NodeKey)
 PEER_TABLE = web.AppKey("peer_table", Peers)
 
 
-async def _admit(request: web.Request) -> tuple[str, str, bytes]:
+async def _admit(request: web.Request, *, unaddressed: bool = False) -> tuple[str, str, bytes]:
     body = await request.read() if request.body_exists else b""
     if len(body) > wire.MAX_BODY:
         raise BadRequest("peer request body too large")
     key, nonce = await request.app[PEER_AUTH].check(request.method, request.headers.get("Host", ""), request.raw_path,
-                                                    request.headers, body)
+                                                    request.headers, body, unaddressed=unaddressed)
     return key, nonce, body
 
 
@@ -54,7 +54,7 @@ def _signed(request: web.Request, nonce: str, obj: Any) -> web.Response:
 
 async def hello(request: web.Request) -> web.Response:
     request[QUIET] = True
-    _key, nonce, _ = await _admit(request)
+    _key, nonce, _ = await _admit(request, unaddressed=True)
     return _signed(request, nonce, await request.app[PEER_SERVICE].hello(request.app[PEER_TABLE].clock.now()))
 
 

@@ -10,7 +10,8 @@ and well formed (else 401 PeerUnsigned); its time is within `max_skew` of ours a
 before this process started (else 401 PeerStale: nonces are remembered in memory, so a
 request signed before a restart could otherwise be replayed after it); the key is
 trusted (403 PeerUntrusted) and not revoked (403 PeerRevoked); the signature verifies
-over method, Host, path and query, body digest, time and nonce (401 PeerBadSignature);
+over method, Host, path and query, body digest, time, nonce and this node's key as the
+audience (only `hello` may be unaddressed) (401 PeerBadSignature);
 and the nonce was not seen within the window (401 PeerReplay). The nonce is remembered
 only after the signature verified, so nobody can burn a peer's nonces.
 
@@ -68,15 +69,18 @@ class TrustStore:
 
 
 class PeerAuth:
-    def __init__(self, trust: TrustStore, clock: Clock, max_skew: float) -> None:
+    def __init__(self, trust: TrustStore, clock: Clock, max_skew: float, own_key: str) -> None:
+        self.own_key = own_key
         self.trust = trust
         self.clock = clock
         self.max_skew = max_skew
         self.started = clock.now()
         self._nonces: dict[str, float] = {}
 
-    async def check(self, method: str, host: str, path_qs: str, headers: "dict[str, str] | object", body: bytes) -> tuple[str, str]:
-        """Admit a request or raise PeerRefused. Returns (peer key, nonce)."""
+    async def check(self, method: str, host: str, path_qs: str, headers: "dict[str, str] | object", body: bytes,
+                    *, unaddressed: bool = False) -> tuple[str, str]:
+        """Admit a request or raise PeerRefused. Returns (peer key, nonce).
+        `unaddressed` also admits a request signed without an audience (hello)."""
         get = headers.get  # type: ignore[attr-defined]
         key, ts, nonce, sig = get(wire.H_KEY, ""), get(wire.H_TIME, ""), get(wire.H_NONCE, ""), get(wire.H_SIG, "")
         if not (key and ts and nonce and sig):
@@ -93,10 +97,16 @@ class PeerAuth:
             raise PeerRefused(f"peer API: key {key[:16]} is revoked", status=403, code="PeerRevoked")
         if not await self.trust.is_trusted(key):
             raise PeerRefused(f"peer API: key {key[:16]} is not trusted here (mirror keys trust)", status=403, code="PeerUntrusted")
-        try:
-            keys.verify(key, bytes.fromhex(sig), wire.request_signing_bytes(method, host, path_qs, body, t, nonce))
-        except BadSignature:
-            raise PeerRefused("peer API: the signature does not verify", code="PeerBadSignature") from None
+        audiences = [self.own_key, ""] if unaddressed else [self.own_key]
+        for audience in audiences:
+            try:
+                keys.verify(key, bytes.fromhex(sig), wire.request_signing_bytes(method, host, path_qs, body, t, nonce, audience))
+                break
+            except BadSignature:
+                continue
+        else:
+            raise PeerRefused("peer API: the signature does not verify (or the request is meant for another node)",
+                              code="PeerBadSignature")
         mono = self.clock.monotonic()
         if nonce in self._nonces:
             raise PeerRefused("peer API: replayed request (nonce seen before)", code="PeerReplay")
@@ -108,10 +118,11 @@ class PeerAuth:
         return key, nonce
 
 
-def sign_request(key: NodeKey, method: str, host: str, path_qs: str, body: bytes, now: float) -> dict[str, str]:
+def sign_request(key: NodeKey, method: str, host: str, path_qs: str, body: bytes, now: float, to: str = "") -> dict[str, str]:
+    """Signature headers of a request meant for the node whose key is `to` ("" for hello)."""
     ts = int(now)
     nonce = os.urandom(16).hex()
-    sig = key.sign(wire.request_signing_bytes(method, host, path_qs, body, ts, nonce))
+    sig = key.sign(wire.request_signing_bytes(method, host, path_qs, body, ts, nonce, to))
     return {wire.H_KEY: key.public_hex, wire.H_TIME: str(ts), wire.H_NONCE: nonce, wire.H_SIG: sig.hex()}
 
 

@@ -74,8 +74,9 @@ class PeerClient:
             await self._session.close()
             self._session = None
 
-    def _prepare(self, base: str, method: str, path_qs: str, body: bytes) -> tuple[URL, dict[str, str], str]:
-        headers = sign_request(self.key, method, _authority(base), wire.PREFIX + path_qs, body, self.clock.now())
+    def _prepare(self, base: str, method: str, path_qs: str, body: bytes, to: str) -> tuple[URL, dict[str, str], str]:
+        """URL and signed headers of a request meant for the node whose key is `to`."""
+        headers = sign_request(self.key, method, _authority(base), wire.PREFIX + path_qs, body, self.clock.now(), to)
         headers["Host"] = _authority(base)
         if body:
             headers["Content-Type"] = "application/json"
@@ -90,7 +91,7 @@ class PeerClient:
     async def _json(self, base: str, method: str, path_qs: str, obj: Any = None, *, expect_key: str | None,
                     limit: int = wire.MAX_BODY) -> tuple[Any, str]:
         body = json.dumps(obj, separators=(",", ":")).encode() if obj is not None else b""
-        url, headers, nonce = self._prepare(base, method, path_qs, body)
+        url, headers, nonce = self._prepare(base, method, path_qs, body, expect_key or "")
         try:
             async with asyncio.timeout(self.config.timeout):
                 async with self._session_or_fail().request(method, url, data=body or None, headers=headers, allow_redirects=False) as resp:
@@ -128,10 +129,11 @@ class PeerClient:
             raise PeerError(f"peer {base}: malformed have answer")
         return ids, {c for c in held if isinstance(c, str)}
 
-    async def manifest(self, base: str, identity: str) -> Manifest:
-        """The peer's manifest of `identity`, parsed strictly (canonical bytes) but NOT
-        verified: the caller checks signer trust and every bound field."""
-        url, headers, _nonce = self._prepare(base, "GET", "/manifest/" + quote(identity, safe=":"), b"")
+    async def manifest(self, base: str, key: str, identity: str, *, trusted: frozenset[str], size: int | None) -> Manifest:
+        """The peer's manifest of `identity`, checked before a chunk is asked for: its
+        bytes canonical, signed by a key in `trusted`, bound to `identity` and `size`
+        (threat-model P2, P3). BadSignature otherwise; PeerError when not delivered."""
+        url, headers, _nonce = self._prepare(base, "GET", "/manifest/" + quote(identity, safe=":"), b"", key)
         try:
             async with asyncio.timeout(self.config.timeout + self.config.transfer_timeout):
                 async with self._session_or_fail().get(url, headers=headers, allow_redirects=False) as resp:
@@ -146,12 +148,16 @@ class PeerClient:
         signer, sig = rh.get(wire.H_MANIFEST_SIGNER, ""), rh.get(wire.H_MANIFEST_SIG, "")
         if not wire.KEY_RE.fullmatch(signer) or not wire.SIG_RE.fullmatch(sig):
             raise BadSignature(f"peer {base}: manifest {identity} is not signed")
-        return parse(body, signer, bytes.fromhex(sig))
+        man = parse(body, signer, bytes.fromhex(sig))
+        man.verify(trusted, expected_identity=identity)
+        if size is not None and man.size != size:
+            raise BadSignature(f"manifest {identity} is for {man.size} bytes, the listing says {size}")
+        return man
 
-    async def chunks(self, base: str, ids: list[str], expected_bytes: int) -> AsyncIterator[tuple[str, bytes | None]]:
+    async def chunks(self, base: str, key: str, ids: list[str], expected_bytes: int) -> AsyncIterator[tuple[str, bytes | None]]:
         """Frames of `ids`, in order (None for a chunk the peer does not hold)."""
         body = json.dumps({"ids": ids}).encode()
-        url, headers, _nonce = self._prepare(base, "POST", "/chunks", body)
+        url, headers, _nonce = self._prepare(base, "POST", "/chunks", body, key)
         deadline = self.config.timeout + expected_bytes / MIN_RATE
         try:
             async with asyncio.timeout(deadline):
@@ -175,10 +181,10 @@ class PeerClient:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise PeerError(f"peer {base}: chunk batch: {_why(exc)}") from None
 
-    async def follow(self, base: str, target: dict[str, Any], start: int) -> AsyncIterator[bytes]:
+    async def follow(self, base: str, key: str, target: dict[str, Any], start: int) -> AsyncIterator[bytes]:
         """The bytes of the peer's own fill of a file from `start`, as they arrive."""
         body = json.dumps({**target, "start": start}).encode()
-        url, headers, _nonce = self._prepare(base, "POST", "/fill", body)
+        url, headers, _nonce = self._prepare(base, "POST", "/fill", body, key)
         try:
             async with self._session_or_fail().post(url, data=body, headers=headers, allow_redirects=False) as resp:
                 if resp.status != 200:

@@ -19,7 +19,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from mirror.errors import (
-    BadSignature,
     ChunkMissing,
     CorruptChunk,
     HashMismatch,
@@ -49,20 +48,17 @@ class FileCopier:
         self.executor = executor
         self.batch = max(1, batch)
 
-    async def copy(self, base: str, identity: str, size: int) -> Copied | None:
+    async def copy(self, base: str, key: str, identity: str, size: int) -> Copied | None:
         """Copy content `identity` of `size` bytes from the peer at `base`; None when the
         peer does not hold it. Raises IntegrityError (a refused manifest, chunk or file
         hash) or PeerError; nothing is stored then."""
         try:
-            man = await self.client.manifest(base, identity)
+            man = await self.client.manifest(base, key, identity, trusted=await self.trust.trusted(), size=size)
         except PeerError as exc:
             if exc.peer_status == 404:
                 return None
             raise
-        man.verify(await self.trust.trusted(), expected_identity=identity)
-        if man.size != size:
-            raise BadSignature(f"manifest {identity} is for {man.size} bytes, the listing says {size}")
-        job = _Copy(self, base, man)
+        job = _Copy(self, base, key, man)
         try:
             await job.run()
         except BaseException:
@@ -75,9 +71,10 @@ class FileCopier:
 class _Copy:
     """The state of one copy: what is staged, the running hash, the counts."""
 
-    def __init__(self, copier: FileCopier, base: str, man: Manifest) -> None:
+    def __init__(self, copier: FileCopier, base: str, key: str, man: Manifest) -> None:
         self.c = copier
         self.base = base
+        self.key = key
         self.man = man
         self.staged: dict[str, Staged] = {}
         self.hasher = identity_hasher(man.identity, man.size)
@@ -103,7 +100,7 @@ class _Copy:
                 end += 1
             i = pos
             if want:
-                async for cid, frame in self.c.client.chunks(self.base, list(want), sum(want.values())):
+                async for cid, frame in self.c.client.chunks(self.base, self.key, list(want), sum(want.values())):
                     while i < end and refs[i].chunk_id != cid:
                         await self._known(refs[i])
                         i += 1
@@ -159,7 +156,7 @@ class _Copy:
         dropped = self.staged.pop(ref.chunk_id, None)
         if dropped is not None:
             store.discard([dropped])
-        async for _cid, frame in self.c.client.chunks(self.base, [ref.chunk_id], ref.length):
+        async for _cid, frame in self.c.client.chunks(self.base, self.key, [ref.chunk_id], ref.length):
             if frame is None:
                 raise PeerError(f"source {self.base} lacks chunk {ref.chunk_id[:16]} of {self.man.identity}")
             await self._take(ref, frame)

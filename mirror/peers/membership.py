@@ -207,6 +207,13 @@ class Peers:
         due = [p for p in self._peers.values() if not due_only or now >= p.next_check]
         if due:
             await asyncio.gather(*(self.check(p) for p in due))
+        # A key revoked (or no longer trusted) takes effect now, even for a peer that is
+        # down and not due for a check.
+        trusted = await self.trust.trusted()
+        for p in self._peers.values():
+            if p.key and p.state in ("up", "down") and p.key not in trusted:
+                log.warning("peer %s: key %s is no longer trusted; not used", p.url, p.key[:16])
+                p.state, p.reason, p.next_check = "untrusted", "key not trusted", now + self.config.health_interval
 
     async def forever(self) -> None:
         """The health loop (a task of the node's scheduler)."""

@@ -75,6 +75,22 @@ class PeerOrigin:
         self.batch = config.batch
         self.parallel = config.parallel
         self._following: dict[str, int] = {}
+        # Peers whose bytes went into a file being filled, until its hash is judged.
+        self._suppliers: dict[str, dict[str, Peer]] = {}
+
+    def judged(self, identity: str, hash_ok: bool) -> None:
+        suppliers = self._suppliers.pop(identity, {})
+        if hash_ok:
+            return
+        for peer in suppliers.values():
+            log.error("integrity: the bytes peer %s (key %s) gave for %s do not match its hash; if this repeats, "
+                      "`mirror keys revoke %s`", peer.url, peer.key[:16], identity, peer.key)
+            self.peers.fault(peer, f"content of {identity} failed its hash", integrity=True)
+
+    def _supplied(self, identity: str, peer: Peer) -> None:
+        if len(self._suppliers) > 10_000:  # judged always pops; this only bounds a leak
+            self._suppliers.clear()
+        self._suppliers.setdefault(identity, {})[peer.url] = peer
 
     def is_following(self, identity: str) -> bool:
         return identity in self._following
@@ -127,10 +143,11 @@ class PeerOrigin:
     async def _manifest(self, holders: list[Peer], target: FillTarget) -> Manifest | None:
         for p in sorted(holders, key=lambda p: p.latency_ms or 0.0):
             try:
-                man = await self.client.manifest(p.url, target.identity)
-                man.verify(await self.trust.trusted(), expected_identity=target.identity)
-                if man.size != target.size:
-                    raise BadSignature(f"manifest {target.identity} is for {man.size} bytes, the listing says {target.size}")
+                man = await self.client.manifest(p.url, p.key, target.identity, trusted=await self.trust.trusted(),
+                                                 size=target.size)
+                # Chunks are checked one by one against this manifest: if the file then
+                # fails its hash, the manifest lied (a trusted key signed other content).
+                self._supplied(target.identity, p)
                 return man
             except BadSignature as exc:
                 log.error("integrity: peer %s sent a manifest that is refused: %s", p.url, exc.message)
@@ -242,7 +259,7 @@ class PeerOrigin:
         loop = asyncio.get_running_loop()
         got: dict[str, Any] = {}
         received = 0
-        async for cid, frame in self.client.chunks(peer.url, ids, sum(lengths.values())):
+        async for cid, frame in self.client.chunks(peer.url, peer.key, ids, sum(lengths.values())):
             if frame is None:
                 raise PeerError(f"peer {peer.url} lacks chunk {cid[:16]} of a file it holds")
             received += len(frame)
@@ -258,9 +275,10 @@ class PeerOrigin:
     async def _follow(self, peer: Peer, target: FillTarget, sink: Sink) -> None:
         identity = target.identity
         self._following[identity] = self._following.get(identity, 0) + 1
+        self._supplied(identity, peer)
         received = 0
         try:
-            async for piece in self.client.follow(peer.url, target_body(target), sink.offset):
+            async for piece in self.client.follow(peer.url, peer.key, target_body(target), sink.offset):
                 await sink.write(piece)
                 received += len(piece)
             self.peers.ok(peer, received)

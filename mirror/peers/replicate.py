@@ -270,7 +270,7 @@ class Replicator:
         if await self.ingestor.complete_manifest(identity) is not None:
             rep.files_present += 1
         else:
-            copied = await self.copier.copy(run.base, identity, size)
+            copied = await self.copier.copy(run.base, run.key, identity, size)
             if copied is None:
                 rep.files_absent += 1  # a later 'manifest' change brings it
             else:

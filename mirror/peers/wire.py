@@ -10,8 +10,10 @@ Every request is signed by the sender's node key (Ed25519, keys.py). Headers:
     X-Mirror-Peer-Signature  128 hex: signature of `request_signing_bytes(...)`
 
 The signed bytes bind the method, the Host the sender addressed, the path with its
-query, the sha256 of the body, the time and the nonce: a request cannot be replayed to
-another node, at another path, with another body, outside the skew window, or twice.
+query, the sha256 of the body, the time, the nonce and the audience (the public key of
+the node it is meant for; empty only for `hello`, which a node sends before it knows
+the peer's key and which reveals nothing): a request cannot be replayed to another
+node, at another path, with another body, outside the skew window, or twice.
 
 JSON answers are signed by the responder over the request's nonce and the body's sha256
 (`response_signing_bytes`), with the same header names: the asker knows the answer comes
@@ -81,8 +83,9 @@ def body_digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def request_signing_bytes(method: str, host: str, path_qs: str, body: bytes, timestamp: int, nonce: str) -> bytes:
-    return "\n".join([TAG + " request", method.upper(), host.lower(), path_qs, body_digest(body), str(timestamp), nonce, ""]).encode()
+def request_signing_bytes(method: str, host: str, path_qs: str, body: bytes, timestamp: int, nonce: str, audience: str) -> bytes:
+    return "\n".join([TAG + " request", method.upper(), host.lower(), path_qs, body_digest(body), str(timestamp), nonce,
+                      "to " + audience, ""]).encode()
 
 
 def response_signing_bytes(nonce: str, body: bytes) -> bytes:

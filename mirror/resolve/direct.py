@@ -20,7 +20,7 @@ from mirror.caller import Caller
 from mirror.errors import HashMismatch, MirrorError, UpstreamError, UpstreamUnavailable
 from mirror.ingest import identity_hasher
 from mirror.resolve.fill import HOLDBACK, FillTarget
-from mirror.resolve.origin import Origin, check_chunk
+from mirror.resolve.origin import Origin, check_chunk, judge
 
 log = logging.getLogger("mirror.files")
 
@@ -128,6 +128,7 @@ class DirectSource:
         if self.error is not None or pos != t.size:
             raise self.error or UpstreamError(f"the stream ended at {pos} of {t.size} bytes")
         expected = t.identity.split(":", 1)[1]
+        judge(self.origins, t.identity, sink.hasher.hexdigest() == expected)
         if sink.hasher.hexdigest() != expected:
             log.error("integrity: %s %s@%s direct stream does not match %s; aborted", t.key, t.commit[:12], t.entry.path, t.identity)
             raise HashMismatch(f"{t.key} {t.entry.path}", expected, sink.hasher.hexdigest())

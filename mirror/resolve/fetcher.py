@@ -33,7 +33,7 @@ from mirror.errors import HashMismatch, LockBusy, MirrorError, Overloaded, Stora
 from mirror.flock import FileLock
 from mirror.ingest import Ingestor, identity_hasher
 from mirror.resolve.fill import Fill
-from mirror.resolve.origin import Origin, SpoolSink
+from mirror.resolve.origin import Origin, SpoolSink, judge
 from mirror.resolve.spool import FillTarget, fsync_path, hash_prefix, read_record, write_record
 from mirror.scheduler import Scheduler
 from mirror.singleflight import SingleFlight
@@ -244,6 +244,7 @@ class Fetcher:
                 raise error or UpstreamUnavailable(f"no origin has {t.entry.path}")
             actual = hasher.hexdigest()
             expected = t.identity.split(":", 1)[1]
+            judge(self.origins, t.identity, actual == expected)
             if actual != expected:
                 raise HashMismatch(f"{t.key} {t.entry.path}", expected, actual)
         finally:

@@ -19,13 +19,18 @@ Contract of `Origin.fill(target, sink, caller)`:
 - raise MirrorError when it failed; the Fetcher then asks the next origin, and the
   error of the last origin asked is the fill's error when no origin completed the file.
 An origin never writes past `target.size` (the sink refuses it).
+
+After the whole-file check, every origin asked hears the verdict (`judged`): an origin
+whose bytes made a file fail its hash (a trusted peer that signed a manifest for other
+content: every chunk matches its id, only the file's digest can tell) is not asked
+for that content again.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 from mirror.caller import Caller
 from mirror.errors import IntegrityError, StorageError, UpstreamError
@@ -130,3 +135,12 @@ class Origin(Protocol):
     async def fill(self, target: FillTarget, sink: Sink, caller: Caller) -> None:
         """Deliver what this origin has of bytes [sink.offset, target.size) (module
         docstring: the contract)."""
+
+    def judged(self, identity: str, hash_ok: bool) -> None:
+        """The whole-file check of `identity` passed or failed; called once per fill or
+        direct stream that asked this origin."""
+
+
+def judge(origins: "Sequence[Origin]", identity: str, hash_ok: bool) -> None:
+    for origin in origins:
+        origin.judged(identity, hash_ok)
