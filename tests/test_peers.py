@@ -176,16 +176,26 @@ def test_gated_file_stays_gated_across_peers(hub: FakeHub, tmp_path: Path) -> No
         site.stop()
 
 
-def test_a_chunk_no_peer_delivers_comes_from_upstream_as_a_range(hub: FakeHub, tmp_path: Path) -> None:
-    data = rand(40 * MiB + 9, 7)
+def _one_holder(hub: FakeHub, tmp_path: Path, data: bytes) -> tuple[PeerSite, int, int]:
+    """Two nodes, batches of 2 chunks; A (the file's owner) has pulled and stored the
+    file, B has not. Returns (site, a, b)."""
     hub.commit("org/m", {"model.safetensors": data})
     site = PeerSite(tmp_path, hub, 2, peers={"batch": 2})
     try:
         site.wait_all_up()
         a = site.owner_of(f"sha256:{sha256(data)}")
-        b = 1 - a
         assert _pull(site, a, tmp_path) == data
-        wait_stored(site, a, f"sha256:{sha256(data)}")  # A now says "stored" for a few seconds
+        wait_stored(site, a, f"sha256:{sha256(data)}")
+    except BaseException:
+        site.stop()
+        raise
+    return site, a, 1 - a
+
+
+def test_a_chunk_no_peer_delivers_comes_from_upstream_as_a_range(hub: FakeHub, tmp_path: Path) -> None:
+    data = rand(40 * MiB + 9, 7)
+    site, a, b = _one_holder(hub, tmp_path, data)  # A now says "stored" for a few seconds
+    try:
         # One chunk goes missing on A (collected, a lost disk sector), A does not know yet.
         chunk = sorted(p for p in (site.dirs[a] / "chunks").rglob("*") if p.is_file())[3]
         chunk.unlink()
@@ -203,14 +213,8 @@ def test_a_chunk_no_peer_delivers_comes_from_upstream_as_a_range(hub: FakeHub, t
 
 def test_a_peer_sending_a_rotten_chunk_is_marked_down_and_the_file_is_served(hub: FakeHub, tmp_path: Path) -> None:
     data = rand(40 * MiB + 9, 8)
-    hub.commit("org/m", {"model.safetensors": data})
-    site = PeerSite(tmp_path, hub, 2, peers={"batch": 2})
+    site, a, b = _one_holder(hub, tmp_path, data)
     try:
-        site.wait_all_up()
-        a = site.owner_of(f"sha256:{sha256(data)}")
-        b = 1 - a
-        assert _pull(site, a, tmp_path) == data
-        wait_stored(site, a, f"sha256:{sha256(data)}")
         # One chunk on A rots on disk (A does not know: it still says it holds the file).
         chunk = sorted(p for p in (site.dirs[a] / "chunks").rglob("*") if p.is_file())[3]
         frame = bytearray(chunk.read_bytes())

@@ -88,21 +88,28 @@ class PeerClient:
             raise PeerError("peer client is not started")
         return self._session
 
-    async def _json(self, base: str, method: str, path_qs: str, obj: Any = None, *, expect_key: str | None,
-                    limit: int = wire.MAX_BODY) -> tuple[Any, str]:
-        body = json.dumps(obj, separators=(",", ":")).encode() if obj is not None else b""
-        url, headers, nonce = self._prepare(base, method, path_qs, body, expect_key or "")
+    async def _read(self, base: str, method: str, path_qs: str, body: bytes, to: str, *, limit: int,
+                    deadline: float) -> tuple[bytes, Any, str]:
+        """One whole (bounded) answer: (body, headers, the request's nonce); PeerError
+        unless it is a 200 of at most `limit` bytes within `deadline` seconds."""
+        url, headers, nonce = self._prepare(base, method, path_qs, body, to)
         try:
-            async with asyncio.timeout(self.config.timeout):
+            async with asyncio.timeout(deadline):
                 async with self._session_or_fail().request(method, url, data=body or None, headers=headers, allow_redirects=False) as resp:
                     data = await resp.content.read(limit + 1)
                     status, rh = resp.status, resp.headers
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise PeerError(f"peer {base}: {_why(exc)}") from None
         if status != 200:
-            raise PeerError(f"peer {base} answered {status}: {_error_text(data)}", peer_status=status)
+            raise PeerError(f"peer {base} answered {status} to {path_qs.split('?')[0]}: {_error_text(data)}", peer_status=status)
         if len(data) > limit:
             raise PeerError(f"peer {base}: answer larger than {limit} bytes")
+        return data, rh, nonce
+
+    async def _json(self, base: str, method: str, path_qs: str, obj: Any = None, *, expect_key: str | None,
+                    limit: int = wire.MAX_BODY) -> tuple[Any, str]:
+        body = json.dumps(obj, separators=(",", ":")).encode() if obj is not None else b""
+        data, rh, nonce = await self._read(base, method, path_qs, body, expect_key or "", limit=limit, deadline=self.config.timeout)
         key = check_response(rh, nonce, data)
         if expect_key is not None and key != expect_key:
             raise BadSignature(f"peer {base}: answer signed by {key[:16]}, not by the peer's key {expect_key[:16]}")
@@ -133,18 +140,8 @@ class PeerClient:
         """The peer's manifest of `identity`, checked before a chunk is asked for: its
         bytes canonical, signed by a key in `trusted`, bound to `identity` and `size`
         (threat-model P2, P3). BadSignature otherwise; PeerError when not delivered."""
-        url, headers, _nonce = self._prepare(base, "GET", "/manifest/" + quote(identity, safe=":"), b"", key)
-        try:
-            async with asyncio.timeout(self.config.timeout + self.config.transfer_timeout):
-                async with self._session_or_fail().get(url, headers=headers, allow_redirects=False) as resp:
-                    body = await resp.content.read(MAX_MANIFEST + 1)
-                    status, rh = resp.status, resp.headers
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise PeerError(f"peer {base}: {_why(exc)}") from None
-        if status != 200:
-            raise PeerError(f"peer {base} answered {status} for manifest {identity}: {_error_text(body)}", peer_status=status)
-        if len(body) > MAX_MANIFEST:
-            raise BadSignature(f"peer {base}: manifest larger than {MAX_MANIFEST} bytes")
+        body, rh, _nonce = await self._read(base, "GET", "/manifest/" + quote(identity, safe=":"), b"", key,
+                                            limit=MAX_MANIFEST, deadline=self.config.timeout + self.config.transfer_timeout)
         signer, sig = rh.get(wire.H_MANIFEST_SIGNER, ""), rh.get(wire.H_MANIFEST_SIG, "")
         if not wire.KEY_RE.fullmatch(signer) or not wire.SIG_RE.fullmatch(sig):
             raise BadSignature(f"peer {base}: manifest {identity} is not signed")
