@@ -23,8 +23,18 @@ class Caller:
     hub_token: str | None = None  # the caller's own Hub token, passed upstream as is
     address: str = ""  # the client's address as the server saw it
     client_id: str = ""  # X-Client-Id, when the client sent one
-    principal: str = ""  # the mirror identity (access control); "" = anonymous
+    principal: str = ""  # the mirror token's name (access control); "" = anonymous
     peer: str = ""  # the peer node's key when a peer asks this node to fill a file
+    role: str = "anonymous"  # admin | developer | auditor | anonymous (mirror/auth/)
+    grants: tuple[str, ...] = ()  # repo globs a developer token may read
+    token_id: str = ""  # the mirror token's public id
+
+    @property
+    def actor(self) -> str:
+        """Who did it, as the audit log names them (never a secret)."""
+        if self.peer:
+            return f"peer:{self.peer[:16]}"
+        return self.principal or "anonymous"
 
     @property
     def fingerprint(self) -> str:

@@ -47,6 +47,14 @@ class ServerConfig:
     # Concurrent streaming responses before new cold fetches are shed with 429.
     max_cold_fetches: int = 64
     access_log: bool = True
+    # TLS: a PEM certificate (chain) and its key; both or neither. TLS 1.2 at least.
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Client address allowlist (CIDRs), checked before anything else; empty = everyone.
+    allow: tuple[str, ...] = ()
+    # A separate listener for the admin routes ("host:port" or "unix:/path"); "" = the
+    # admin routes are served on the main listener.
+    admin_listen: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,9 @@ class UpstreamConfig:
     max_concurrent: int = 16
     # Retries of a dropped file body (each resumes with Range).
     max_resumes: int = 5
+    # A file holding a Hub token (mode 0600) used upstream only for repos an admin
+    # granted (`mirror grant`); "" = none (each caller's own token is passed through).
+    service_token_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +147,32 @@ class PeersConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthConfig:
+    # Callers without a mirror token may read public repos (a trusted LAN); false = every
+    # request needs a mirror token (mirror token create).
+    anonymous_read: bool = True
+    # Repo globs ("org/*", "org/model", "datasets/org/*") never proxied: 403 for everyone.
+    deny: tuple[str, ...] = ()
+    # When set, only repos matching one of these globs are proxied at all.
+    allow: tuple[str, ...] = ()
+    # Namespaces served only from local data (imports, sync --from), never asked upstream.
+    local_only: tuple[str, ...] = ()
+    # State-changing admin requests over HTTP also need a current TOTP code (X-Mirror-OTP).
+    admin_totp: bool = False
+    # Auditors may download file bytes too (default: metadata, releases and audit only).
+    auditor_files: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    # Refuse upstream commits younger than this for repos not seen before ("0" = off),
+    # e.g. "7d": a quarantine period for new upstream artifacts.
+    min_upstream_age: str = "0"
+    # Scan pickle-based files (.bin .pt .pth .ckpt .pkl) before their first serve.
+    scan_pickles: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class LifecycleValues:
     """The parsed `[lifecycle]` strings: seconds and watermarks."""
 
@@ -197,6 +234,8 @@ class Config:
     sync: SyncConfig = field(default_factory=SyncConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     peers: PeersConfig = field(default_factory=PeersConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     source: str = "<defaults>"
 
     @property
@@ -212,6 +251,8 @@ _TABLES: dict[str, type] = {
     "sync": SyncConfig,
     "lifecycle": LifecycleConfig,
     "peers": PeersConfig,
+    "auth": AuthConfig,
+    "policy": PolicyConfig,
 }
 
 
@@ -407,6 +448,25 @@ def _validate(cfg: Config) -> None:
     for key in ("batch", "parallel"):
         if not 1 <= getattr(cfg.peers, key) <= 64:
             raise ConfigError(f"{src}: key 'peers.{key}' must be 1..64")
+    if bool(cfg.server.tls_cert) != bool(cfg.server.tls_key):
+        raise ConfigError(f"{src}: keys 'server.tls_cert' and 'server.tls_key' go together (both or neither)")
+    import ipaddress
+
+    for i, net in enumerate(cfg.server.allow):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"{src}: key 'server.allow[{i}]' must be a CIDR like 10.0.0.0/8, got {net!r}") from None
+    if cfg.server.admin_listen and not re.fullmatch(r"unix:/.+|[^\s:/]+:[0-9]{1,5}|\[[0-9a-fA-F:.]+\]:[0-9]{1,5}", cfg.server.admin_listen, re.ASCII):
+        raise ConfigError(f"{src}: key 'server.admin_listen' must be host:port or unix:/path, got {cfg.server.admin_listen!r}")
+    for key in ("deny", "allow", "local_only"):
+        for i, glob in enumerate(getattr(cfg.auth, key)):
+            if not re.fullmatch(r"[A-Za-z0-9._*?/\[\]-]{1,200}", glob, re.ASCII):
+                raise ConfigError(f"{src}: key 'auth.{key}[{i}]' must be a repo glob like 'org/*', got {glob!r}")
+    try:
+        parse_duration(cfg.policy.min_upstream_age)
+    except ConfigError as exc:
+        raise ConfigError(f"{src}: key 'policy.min_upstream_age': {exc.message}") from None
     for table, key in (("upstream", "max_redirects"), ("upstream", "max_resumes"), ("cache", "auth_ttl"),
                        ("server", "max_cold_fetches")):
         if getattr(getattr(cfg, table), key) < 0:

@@ -44,6 +44,7 @@ from types import TracebackType
 from mirror.admin.bundle_import import BundleImporter
 from mirror.admin.export import Exporter
 from mirror.admin.hfcache import HfCacheImporter
+from mirror.audit.log import AuditLog
 from mirror.catalog import Catalog
 from mirror.clock import Clock, SystemClock
 from mirror.config import Config, parse_size
@@ -135,6 +136,7 @@ class Node:
     peer_service: PeerService
     replicator: Replicator  # `mirror sync --from`
     discovery: Discovery
+    audit: AuditLog
     online: bool = False
 
     async def __aenter__(self) -> "Node":
@@ -168,6 +170,7 @@ class Node:
             await asyncio.sleep(FLUSH_INTERVAL)
             try:
                 await self.catalog.meta.flush()
+                await self.audit.flush()
                 if failing:
                     log.info("access records are written again")
                 failing = False

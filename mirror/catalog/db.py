@@ -151,7 +151,14 @@ def _disk_errors() -> Iterator[None]:
 
 
 async def _run_script(conn: aiosqlite.Connection, script: str) -> None:
-    # executescript() would COMMIT the open transaction; run statement by statement.
-    for stmt in script.split(";"):
-        if stmt.strip():
-            await conn.execute(stmt)
+    # executescript() would COMMIT the open transaction; run statement by statement (a
+    # statement ends at a ';' that completes it: a trigger body holds several).
+    buf = ""
+    for piece in script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n\t;"):
+                await conn.execute(buf)
+            buf = ""
+    if buf.strip(" \n\t;"):
+        raise ValueError("migration script ends inside a statement")

@@ -27,7 +27,10 @@ Migration 2 adds:
 from __future__ import annotations
 
 from mirror.catalog.schema_lifecycle import MIGRATION_4
+from mirror.catalog.schema_audit import MIGRATION_7
+from mirror.catalog.schema_auth import MIGRATION_6
 from mirror.catalog.schema_peers import MIGRATION_5
+from mirror.catalog.schema_quarantine import MIGRATION_8
 from mirror.catalog.schema_sync import MIGRATION_3
 
 MIGRATIONS: list[str] = [
@@ -127,4 +130,10 @@ MIGRATIONS: list[str] = [
     MIGRATION_4,
     # 4 -> 5: revoked keys and replication serials (schema_peers.py).
     MIGRATION_5,
+    # 5 -> 6: mirror tokens, grants, local-only namespaces (schema_auth.py).
+    MIGRATION_6,
+    # 6 -> 7: the audit log (schema_audit.py).
+    MIGRATION_7,
+    # 7 -> 8: scans and quarantine (schema_quarantine.py).
+    MIGRATION_8,
 ]
