@@ -185,6 +185,10 @@ class Node:
         try:
             await self.scheduler.close()
             await self.discovery.close()  # after the scheduler: its start task is over
+            try:
+                await self.audit.flush()
+            except Exception:
+                log.exception("cannot write the last audit records")
             if self.online:
                 await self.hub.close()
                 await self.peer_client.close()
@@ -259,6 +263,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
                       FileLock(layout.lock_path("sync"), "sync is already running")),
         trust=trust, peer_client=peer_client, peers=peers,
         peer_auth=PeerAuth(trust, clock, config.peers.max_skew, key.public_hex),
+        audit=AuditLog(clock),
         peer_service=PeerService(files, fetcher, store, catalog.repos, catalog.changes, peer_origin, key.public_hex),
         replicator=Replicator(peer_client, trust, FileCopier(peer_client, trust, store, ingestor, executor, config.peers.batch),
                               ingestor, catalog.repos, catalog.changes, FileLock(layout.lock_path("sync"), "sync is already running")),
