@@ -18,6 +18,7 @@ from aiohttp import web
 from mirror.clock import Clock
 from mirror.config import Config
 from mirror.errors import MirrorError
+from mirror.http.auth import GATE, ROUTE_ACTIONS, auth_middleware
 from mirror.http.caller import caller_middleware
 from mirror.http.context import CONFIG, COUNTERS, FILES, METADATA, PASSTHROUGH
 from mirror.http.middleware import ACCESS_LOG_ON, access_middleware, errors_middleware
@@ -31,7 +32,8 @@ NODE = web.AppKey("node", Node)
 
 
 def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
-    app = web.Application(middlewares=[access_middleware, errors_middleware, caller_middleware], client_max_size=1 << 20)
+    app = web.Application(middlewares=[access_middleware, errors_middleware, caller_middleware, auth_middleware],
+                          client_max_size=1 << 20)
     app[ACCESS_LOG_ON] = config.server.access_log
     app[CONFIG] = config
 
@@ -46,13 +48,14 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
             app[PEER_AUTH] = node.peer_auth
             app[PEER_KEY] = node.key
             app[PEER_TABLE] = node.peers
+            app[GATE] = node.gate
             await node.fetcher.recover()
             node.start_background()
             yield
 
     app.cleanup_ctx.append(lifetime)
     # Empty slots: the admin and metrics groups arrive with their issues.
-    setup_routes(app, admin=(), peer=peer_routes(), metrics=())
+    app[ROUTE_ACTIONS] = setup_routes(app, admin=(), peer=peer_routes(), metrics=())
     return app
 
 

@@ -28,6 +28,7 @@ class Caller:
     role: str = "anonymous"  # admin | developer | auditor | anonymous (mirror/auth/)
     grants: tuple[str, ...] = ()  # repo globs a developer token may read
     token_id: str = ""  # the mirror token's public id
+    offline: bool = False  # a local-only repo: never ask upstream for it (auth/policy.py)
 
     @property
     def actor(self) -> str:

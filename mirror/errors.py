@@ -86,6 +86,35 @@ class Unauthorized(MirrorError):
     error_code = "RepoNotFound"
 
 
+class InvalidToken(MirrorError):
+    """A mirror token (mm_...) that is malformed, unknown, expired or revoked."""
+
+    status = 401
+    error_code = "InvalidToken"
+
+    def __init__(self, message: str, *, code: str = "InvalidToken") -> None:
+        super().__init__(message)
+        self.error_code = code
+
+
+class AccessDenied(MirrorError):
+    """The caller's role or grants do not allow this action (or a repo rule refuses it).
+
+    `X-Mirror-Error-Code` always names the mirror's reason. `X-Error-Code` does too,
+    except for a refused repo read, where it says `GatedRepo` (`hub_code`): that is the
+    403 code Hub clients understand, so `hf_hub_download` raises with the mirror's message
+    instead of reporting a connection problem."""
+
+    status = 403
+    error_code = "AccessDenied"
+    exit_code = 3
+
+    def __init__(self, message: str, *, status: int = 403, code: str = "AccessDenied", hub_code: str | None = None) -> None:
+        super().__init__(message, **{"X-Mirror-Error-Code": code})
+        self.status = status
+        self.error_code = hub_code or code
+
+
 class XetNotSupported(MirrorError):
     status = 400
     error_code = "XetNotSupported"
@@ -104,6 +133,13 @@ class UpstreamUnavailable(UpstreamError):
     """Upstream could not be reached or timed out, and nothing usable is cached."""
 
     status = 504
+
+
+class LocalOnly(UpstreamUnavailable):
+    """A repo of a local-only namespace ([auth] local_only): never asked upstream."""
+
+    status = 404
+    error_code = "RepoNotFound"
 
 
 class UpstreamCannotConnect(UpstreamUnavailable):

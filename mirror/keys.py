@@ -30,6 +30,16 @@ class NodeKey:
     def sign(self, data: bytes) -> bytes:
         return self._private.sign(data)
 
+    def derive(self, purpose: bytes, length: int = 32) -> bytes:
+        """A secret key for `purpose`, derived from the node key (HKDF-SHA256): secrets
+        sealed with it are unreadable without keys/node.key (mode 0600)."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        raw = self._private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                          serialization.NoEncryption())
+        return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=b"model-mirror " + purpose).derive(raw)
+
     @classmethod
     def load_or_create(cls, key_dir: Path) -> "NodeKey":
         path = key_dir / "node.key"

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +46,13 @@ from mirror.admin.bundle_import import BundleImporter
 from mirror.admin.export import Exporter
 from mirror.admin.hfcache import HfCacheImporter
 from mirror.audit.log import AuditLog
+from mirror.auth.gate import Gate
+from mirror.auth.policy import RepoPolicy
+from mirror.auth.tokens import TokenStore
+from mirror.auth.totp import Totp
 from mirror.catalog import Catalog
 from mirror.clock import Clock, SystemClock
-from mirror.config import Config, parse_size
+from mirror.config import Config, ConfigError, parse_size
 from mirror.errors import StorageError
 from mirror.flock import FileLock
 from mirror.ingest import Ingestor
@@ -137,6 +142,10 @@ class Node:
     replicator: Replicator  # `mirror sync --from`
     discovery: Discovery
     audit: AuditLog
+    # Access control.
+    tokens: TokenStore
+    totp: Totp
+    gate: Gate
     online: bool = False
 
     async def __aenter__(self) -> "Node":
@@ -171,6 +180,7 @@ class Node:
             try:
                 await self.catalog.meta.flush()
                 await self.audit.flush()
+                await self.tokens.flush()
                 if failing:
                     log.info("access records are written again")
                 failing = False
@@ -242,6 +252,9 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     # Short of space: evict and collect now, whatever the lifecycle schedule.
     space = SpaceGuard(layout.root, parse_size(config.store.min_free), clock,
                        on_low=lambda: scheduler.spawn(lifecycle.relieve(), name="relieve"))
+    audit = AuditLog(clock)
+    tokens = TokenStore(catalog.tokens, clock)
+    totp = Totp(catalog.tokens, key, clock)
     upstream = UpstreamOrigin(hub, config.upstream.max_resumes)
     peer_origin = PeerOrigin(peers, peer_client, trust, store, catalog.repos, executor, config.peers, ranges=upstream)
     origins: list[Origin] = [peer_origin, upstream]
@@ -263,7 +276,9 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
                       FileLock(layout.lock_path("sync"), "sync is already running")),
         trust=trust, peer_client=peer_client, peers=peers,
         peer_auth=PeerAuth(trust, clock, config.peers.max_skew, key.public_hex),
-        audit=AuditLog(clock),
+        audit=audit, tokens=tokens, totp=totp,
+        gate=Gate(config.auth, tokens, totp, RepoPolicy(config.auth), catalog.tokens, audit, clock,
+                  service_token=read_secret_file(config.upstream.service_token_file, "upstream.service_token_file")),
         peer_service=PeerService(files, fetcher, store, catalog.repos, catalog.changes, peer_origin, key.public_hex),
         replicator=Replicator(peer_client, trust, FileCopier(peer_client, trust, store, ingestor, executor, config.peers.batch),
                               ingestor, catalog.repos, catalog.changes, FileLock(layout.lock_path("sync"), "sync is already running")),
@@ -278,6 +293,23 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
             raise
         node.online = True
     return node
+
+
+def read_secret_file(path: str, key: str) -> str | None:
+    """A secret kept in a file (the upstream service token): refused when group- or
+    world-readable, like the node key (threat-model A4)."""
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+        if st.st_mode & 0o077:
+            raise ConfigError(f"{path} ({key}) is readable by others (mode {st.st_mode & 0o777:o}); run chmod 600")
+        text = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{path} ({key}): {exc.strerror}") from None
+    if not text or not text.isascii() or not text.isprintable() or " " in text:
+        raise ConfigError(f"{path} ({key}) must hold one Hub token")
+    return text
 
 
 _M_TRIM_THRESHOLD = -1

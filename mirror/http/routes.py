@@ -1,8 +1,9 @@
 """The route table: every URL the daemon answers, on one screen, in groups.
 
-Groups: Hub API (metadata), files (`resolve`), health; and the slots later issues fill
-from the composition root (app.py): admin (`/_admin/*`), peer (`/_peer/*`, a route group
-of its own so peer authentication wraps exactly it) and metrics (`/metrics`).
+Groups: Hub API (metadata), files (`resolve`), health, peer (`/_peer/*`, a route group
+of its own so peer authentication wraps exactly it); and the slots later issues fill
+from the composition root (app.py): admin (`/_admin/*`) and metrics (`/metrics`). Every
+route carries the action of the permission table (auth/permissions.py) it performs.
 
 Each Hub operation has one handler; the repo-id shapes (`ns/name` and `name`) and repo
 types are expanded into route lines here. Type prefixes and literal suffixes come first,
@@ -54,14 +55,32 @@ def file_routes() -> Routes:
     return out
 
 
+# An admin route: its definition, its action (auth/permissions.py), and whether it
+# changes state (then `[auth] admin_totp` asks for a two-factor code).
+AdminRoute = tuple[web.RouteDef, str, bool]
+
+
 def setup_routes(
     app: web.Application,
     *,
-    admin: Iterable[web.RouteDef] = (),
+    admin: Iterable[AdminRoute] = (),
     peer: Iterable[web.RouteDef] = (),
     metrics: Iterable[web.RouteDef] = (),
-) -> None:
-    """Install the groups. Fixed prefixes (health, metrics, peer, admin) go before the
-    Hub's patterns, whose `{name}` would otherwise match them."""
-    for group in (health_routes(), list(metrics), list(peer), list(admin), hub_api_routes(), file_routes()):
-        app.router.add_routes(group)
+) -> dict[object, tuple[str, bool]]:
+    """Install the groups and return each handler's (action, state_changing), what the
+    auth middleware checks (http/auth.py; a route without an entry is refused). Fixed
+    prefixes (health, metrics, peer, admin) go before the Hub's patterns, whose `{name}`
+    would otherwise match them."""
+    actions: dict[object, tuple[str, bool]] = {}
+    admin = list(admin)
+    groups = [
+        (health_routes(), "health"), (list(metrics), "metrics.read"), (list(peer), "peer.api"),
+        ([r for r, _a, _w in admin], ""), (hub_api_routes(), "hub.read"), (file_routes(), "files.read"),
+    ]
+    for routes, action in groups:
+        app.router.add_routes(routes)
+        for r in routes:
+            actions[r.handler] = (action, False)  # type: ignore[attr-defined]
+    for r, action, writes in admin:
+        actions[r.handler] = (action, writes)  # type: ignore[attr-defined]
+    return actions

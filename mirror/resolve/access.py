@@ -69,6 +69,9 @@ class Access:
             return
         if self._memoised(key, caller, _BYTES):
             return
+        if caller.offline:
+            self._local(key, caller)
+            return
         try:
             if row.gated:
                 path = probe_path or await self._any_file(repo, commit)
@@ -96,12 +99,22 @@ class Access:
             return
         if self._memoised(key, caller, _BYTES, _META):
             return
+        if caller.offline:
+            self._local(key, caller)
+            return
         try:
             await self.hub.get_json(urls.info(key, commit or None), caller.hub_token)
         except UpstreamError:
             log.warning("cannot confirm access to private %s: upstream unavailable; refusing", key)
             raise self._not_found(key, caller) from None
         self.remember_metadata(key, caller)
+
+    def _local(self, key: RepoKey, caller: Caller) -> None:
+        """A gated or private repo of a local-only namespace: upstream is never asked,
+        so the mirror's own rules decide: a mirror token admitted by the gate (its role
+        and grants) may read it; an anonymous caller may not."""
+        if not caller.principal:
+            raise self._not_found(key, caller)
 
     async def learn(self, key: RepoKey, caller: Caller) -> int | None:
         """Make sure the repo's visibility is recorded before an answer about it is

@@ -25,7 +25,7 @@ from mirror.caller import Caller
 from mirror.catalog.repos import RepoCatalog
 from mirror.clock import Clock
 from mirror.config import CacheConfig
-from mirror.errors import StorageError, UpstreamError
+from mirror.errors import LocalOnly, StorageError, UpstreamError
 from mirror.model import FileEntry, RepoKey
 from mirror.resolve.access import Access
 from mirror.singleflight import SingleFlight
@@ -144,6 +144,8 @@ class Metadata:
         repo's row is created here, once upstream has confirmed the repo)."""
 
         async def fetch() -> tuple[int, dict[str, Any]]:
+            if caller.offline:
+                raise LocalOnly(f"{key} is local-only: this mirror does not ask upstream for it")
             reply = await self.hub.get_json(urls.info(key, rev or None), caller.hub_token, {"blobs": "true"})
             info = reply.data
             if not isinstance(info, dict) or not isinstance(info.get("sha"), str) or not FULL_SHA.fullmatch(info["sha"]):
@@ -201,6 +203,8 @@ class Metadata:
         return await self._flights.share(("tree", res.key, res.commit, caller.fingerprint), fetch)  # type: ignore[no-any-return]
 
     async def _fetch_tree(self, key: RepoKey, commit: str, caller: Caller) -> list[FileEntry]:
+        if caller.offline:
+            raise LocalOnly(f"{key} is local-only: this mirror does not ask upstream for it")
         reply = await self.hub.get_json(urls.tree(key, commit), caller.hub_token, {"recursive": "true", "expand": "false"})
         entries: list[FileEntry] = []
         pages = 0

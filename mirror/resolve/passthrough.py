@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from mirror.caller import Caller
 from mirror.catalog.apicache import ApiCache
 from mirror.catalog.repos import RepoCatalog
-from mirror.errors import StorageError, UpstreamError
+from mirror.errors import LocalOnly, StorageError, UpstreamError
 from mirror.model import RepoKey
 from mirror.resolve.access import Access
 from mirror.resolve.metadata import strip_xet
@@ -37,6 +37,8 @@ class Passthrough:
         """(json, next-link path+query or None, stale)."""
         cache_key = path + "?" + "&".join(f"{k}={v}" for k, v in query)
         try:
+            if caller.offline:
+                raise LocalOnly(f"{key} is local-only: this mirror does not ask upstream for it")
             reply = await self.hub.get_json(path, caller.hub_token, query)
         except UpstreamError:
             if key is None:

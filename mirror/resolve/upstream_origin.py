@@ -16,7 +16,7 @@ import random
 import re
 
 from mirror.caller import Caller
-from mirror.errors import Overloaded, UpstreamCannotConnect, UpstreamError, UpstreamUnavailable
+from mirror.errors import LocalOnly, Overloaded, UpstreamCannotConnect, UpstreamError, UpstreamUnavailable
 from mirror.resolve.origin import Sink
 from mirror.resolve.spool import FillTarget
 from mirror.upstream import urls
@@ -35,6 +35,8 @@ class UpstreamOrigin:
         self.max_resumes = max_resumes
 
     async def fill(self, target: FillTarget, sink: Sink, caller: Caller) -> None:
+        if caller.offline:
+            raise LocalOnly(f"{target.key} is local-only: this mirror does not ask upstream for it")
         failures = 0
         path = urls.resolve(target.key, target.commit, target.entry.path)
         while sink.offset < target.size:
@@ -65,6 +67,8 @@ class UpstreamOrigin:
     async def read_range(self, target: FillTarget, start: int, end: int, caller: Caller) -> bytes:
         """Bytes [start, end) of the file from upstream, as one Range request (the
         chunks no peer could deliver). The caller checks them against chunk ids."""
+        if caller.offline:
+            raise LocalOnly(f"{target.key} is local-only: this mirror does not ask upstream for it")
         path = urls.resolve(target.key, target.commit, target.entry.path)
         body = await self.hub.open_file(path, caller.hub_token, start=start, end=end)
         try:

@@ -1,0 +1,63 @@
+"""The permission table: which role may do which action. One table, default deny, read by
+the HTTP edge (every route carries an action: http/routes.py) and by the CLI.
+
+Roles: `admin` (everything), `developer` (reads within its grants, may ask for pulls),
+`auditor` (metadata, cache listings, releases and the audit log; file bytes only with
+`[auth] auditor_files`), `anonymous` (a caller without a mirror token: public reads
+when `[auth] anonymous_read`, else nothing but health), `peer` (another mirror node,
+authenticated by its key on the peer routes only: peers/auth.py).
+
+Repo-scoped actions (`SCOPED`) are further limited by the caller's grants (a developer)
+and by the repo rules (auth/policy.py); gated and private repos still need upstream's
+yes for the caller's Hub token, or an admin's service-token grant (resolve/access.py).
+"""
+
+from __future__ import annotations
+
+from mirror.config import AuthConfig
+
+ACTIONS: dict[str, str] = {
+    "health": "liveness and readiness (/healthz)",
+    "hub.read": "repo metadata: info, tree, paths-info, refs, commits",
+    "files.read": "file bytes: resolve GET and HEAD",
+    "pull.request": "ask the mirror to fetch a revision (pull, a sync run)",
+    "cache.read": "list the cache, stats, show a revision, peers and quarantine status",
+    "cache.write": "evict, gc, archive, thaw, pin, import, export, repair, quarantine release",
+    "releases.read": "read releases, channels and aliases",
+    "releases.write": "create releases, move channels and aliases, roll back",
+    "tokens.manage": "create and revoke tokens, grant roles and service-token grants",
+    "config.manage": "upstream token, node key, peer trust, local-only namespaces",
+    "audit.read": "read, export and verify the audit log",
+    "metrics.read": "Prometheus metrics",
+    "ui.read": "the web dashboard",
+    "peer.api": "the peer API (other mirror nodes, by key)",
+}
+
+SCOPED = frozenset({"hub.read", "files.read", "pull.request"})
+
+ROLES = ("admin", "developer", "auditor")
+
+_TABLE: dict[str, frozenset[str]] = {
+    "admin": frozenset(a for a in ACTIONS if a != "peer.api"),
+    "developer": frozenset({"health", "hub.read", "files.read", "pull.request", "releases.read"}),
+    "auditor": frozenset({"health", "hub.read", "cache.read", "releases.read", "audit.read", "metrics.read", "ui.read"}),
+    "anonymous": frozenset({"health", "hub.read", "files.read"}),
+    "peer": frozenset({"health", "peer.api"}),
+}
+
+
+def allowed(role: str, action: str, config: AuthConfig) -> bool:
+    """Whether `role` may perform `action` at all (default deny: unknown roles and
+    actions are refused)."""
+    if action not in ACTIONS:
+        return False
+    if role == "anonymous" and not config.anonymous_read:
+        return action == "health"
+    if role == "auditor" and action == "files.read":
+        return config.auditor_files
+    return action in _TABLE.get(role, frozenset())
+
+
+def table(config: AuthConfig) -> dict[str, dict[str, bool]]:
+    """The whole table under `config` (role -> action -> allowed), for docs and tests."""
+    return {role: {a: allowed(role, a, config) for a in ACTIONS} for role in (*ROLES, "anonymous", "peer")}
