@@ -217,7 +217,7 @@ def test_verify_on_a_read_only_or_full_disk_ends_in_one_line(hub: FakeHub, tmp_p
             m.stop()
 
         # Full: a filler takes every free byte.
-        with open(mnt / "filler", "wb") as fh:
+        with open(mnt / "filler", "wb", buffering=0) as fh:
             try:
                 while True:
                     fh.write(b"\0" * (256 << 10))
