@@ -450,8 +450,6 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{src}: key 'peers.{key}' must be 1..64")
     if bool(cfg.server.tls_cert) != bool(cfg.server.tls_key):
         raise ConfigError(f"{src}: keys 'server.tls_cert' and 'server.tls_key' go together (both or neither)")
-    import ipaddress
-
     for i, net in enumerate(cfg.server.allow):
         try:
             ipaddress.ip_network(net, strict=False)
