@@ -51,7 +51,7 @@ from mirror.keys import NodeKey  # noqa: E402
 from mirror.peers.membership import rendezvous_score  # noqa: E402
 from mirror.store.layout import open_layout  # noqa: E402
 from mirror.units import parse_size  # noqa: E402
-from scripts.bench_proxy import MiB, HubProcess, rss_peak_mib, wait_ingested  # noqa: E402
+from scripts.bench_proxy import MiB, HubProcess, cpu_seconds, rss_peak_mib, wait_ingested  # noqa: E402
 from tests.daemon import MirrorDaemon  # noqa: E402
 from tests.peerenv import PeerSite  # noqa: E402
 
@@ -207,14 +207,34 @@ def sources(nodes: list[MirrorDaemon], name: str) -> list[str]:
     return out
 
 
+class CpuMeter:
+    """CPU seconds each process (the fake Hub, the nodes, this client process) used
+    between construction and `used()`: where the cores went during a phase."""
+
+    def __init__(self, hub: HubProcess, nodes: list[MirrorDaemon]) -> None:
+        self.pids = [("hub", hub.proc.pid)] + [(f"node{i}", n.proc.pid) for i, n in enumerate(nodes)]  # type: ignore[union-attr]
+        self.start = [cpu_seconds(pid) for _, pid in self.pids] + [time.process_time()]
+        self.t = time.perf_counter()
+
+    def used(self) -> str:
+        now = [cpu_seconds(pid) for _, pid in self.pids] + [time.process_time()]
+        wall = time.perf_counter() - self.t
+        parts = [f"{name} {b - a:.1f}" for (name, _), a, b in zip(self.pids + [("clients", 0)], self.start, now)]
+        total = sum(b - a for a, b in zip(self.start, now))
+        return f"CPU s {', '.join(parts)} = {total:.1f} of {os.cpu_count() or 1} x {wall:.1f} s wall"
+
+
 def rss_all(nodes: list[MirrorDaemon]) -> list[float]:
     return [rss_peak_mib(n.proc.pid) for n in nodes]  # type: ignore[union-attr]
 
 
-def stop_all(nodes: list[MirrorDaemon]) -> None:
+def stop_all(nodes: list[MirrorDaemon], logs: Path | None = None) -> None:
     for n in nodes:
         if n.proc is not None and n.proc.poll() is None:
             n.stop(60)
+        if logs is not None:
+            logs.mkdir(parents=True, exist_ok=True)
+            (logs / f"{n.data_dir.parent.name}-{n.data_dir.name}.log").write_text("\n".join(n.log) + "\n")
 
 
 def check(jobs: list[Download]) -> None:
@@ -230,10 +250,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="1GiB", help="file size (default 1GiB; e.g. 256MiB)")
     ap.add_argument("--quick", action="store_true", help="a 256 MiB file")
+    ap.add_argument("--logs", type=Path, help="write every daemon's log into this directory")
     args = ap.parse_args()
     size = parse_size("256MiB" if args.quick else args.size)
     if size < 16 * MiB:
         ap.error("--size must be at least 16MiB")
+    load0 = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="bench-peers-", dir=os.environ.get("BENCH_DIR")))
     hub = HubProcess()
     rows: list[tuple[str, str, str, str, str, bool | None]] = []
@@ -253,30 +275,34 @@ def main() -> int:
         alone = MirrorDaemon(work / "alone", hub.url)
         running = [alone.start()]
         hub.post("/_fake/reset", {})
+        meter = CpuMeter(hub, [alone])
         solo = download(alone, "a.safetensors", expect_a, size)
+        cpu_alone = meter.used()
         check([solo])
         solo_up = upstream_bytes(hub, sha1) / size
         notes.append(f"alone: {solo.seconds:.2f} s ({mb / solo.seconds:.0f} MB/s), upstream {solo_up:.2f}x; "
-                     + sources([alone], "a.safetensors")[0].replace("node0", "fill"))
+                     + sources([alone], "a.safetensors")[0].replace("node0", "fill") + "; " + cpu_alone)
         wait_ingested(alone, 1, timeout=600)
         rss_alone = rss_all([alone])[0]
-        stop_all(running)
+        stop_all(running, args.logs)
 
         # 2. Three cold nodes asked at once.
         site = PeerSite(work / "at-once", hub, 3)  # type: ignore[arg-type]
         running = site.nodes
         site.wait_all_up()
         hub.post("/_fake/reset", {})
+        meter = CpuMeter(hub, site.nodes)
         wall, jobs = at_once(site.nodes, "a.safetensors", expect_a, size)
+        cpu_once = meter.used()
         check(jobs)
         once_up = upstream_bytes(hub, sha1) / size
         for n in site.nodes:
             wait_ingested(n, 1, timeout=600)
         notes.append("at once: clients " + ", ".join(f"{j.seconds:.2f} s" for j in jobs) + "; fills "
-                     + ", ".join(sources(site.nodes, "a.safetensors")))
+                     + ", ".join(sources(site.nodes, "a.safetensors")) + "; " + cpu_once)
         once_up_after = upstream_bytes(hub, sha1) / size
         rss_once = rss_all(site.nodes)
-        stop_all(running)
+        stop_all(running, args.logs)
 
         # 3. Three cold nodes one after another; node 0 owns a, node 1 owns b.
         base = work / "sequential"
@@ -286,23 +312,31 @@ def main() -> int:
         site2.wait_all_up()
         hub.post("/_fake/reset", {})
         seq: list[Download] = []
+        cpu_seq = []
         for n in site2.nodes:
+            meter = CpuMeter(hub, site2.nodes)
             seq.append(download(n, "a.safetensors", expect_a, size))
+            cpu_seq.append(meter.used())
             check(seq[-1:])
             wait_ingested(n, 1, timeout=600)
         seq_up = upstream_bytes(hub, sha1) / size
         notes.append("one after another: clients " + ", ".join(f"{j.seconds:.2f} s" for j in seq) + "; fills "
                      + ", ".join(sources(site2.nodes, "a.safetensors")))
+        notes += [f"  node{i} asked: {c}" for i, c in enumerate(cpu_seq)]
         # 4. Node 1's own upstream fill of b (it owns b: no peer is asked to fetch it).
+        meter = CpuMeter(hub, site2.nodes)
         up = download(site2[1], "b.safetensors", expect_b, size)
+        cpu_up = meter.used()
         check([up])
         wait_ingested(site2[1], 2, timeout=600)
-        notes.append(f"node1 upstream baseline (b): {up.seconds:.2f} s; fill " + sources(site2.nodes, "b.safetensors")[1])
+        notes.append(f"node1 upstream baseline (b): {up.seconds:.2f} s; fill " + sources(site2.nodes, "b.safetensors")[1] + "; " + cpu_up)
         rss_seq = rss_all(site2.nodes)
-        stop_all(running)
+        stop_all(running, args.logs)
         running = []
 
         peer_mbps, up_mbps = mb / seq[1].seconds, mb / up.seconds
+        origin = [s.split(": ", 1)[1].split()[0] for s in sources(site2.nodes, "a.safetensors")]
+        filled_from_peer = origin[1] == "peer"
         rows += [
             ("upstream bytes / size, 3 nodes at once", f"{once_up:.2f}", f"alone {solo_up:.2f}",
              f"{once_up / solo_up:.2f}", "1.00", abs(once_up - 1.0) < 0.005 and abs(once_up_after - once_up) < 0.005),
@@ -310,21 +344,22 @@ def main() -> int:
              f"{seq_up / solo_up:.2f}", "1.00", abs(seq_up - 1.0) < 0.005),
             ("wall time, 3 nodes at once", f"{wall:.2f} s", f"alone {solo.seconds:.2f} s",
              f"{wall / solo.seconds:.2f}x", "<= 1.3x", wall / solo.seconds <= 1.3),
-            ("node1 filling from a peer (node0 holds it)", f"{peer_mbps:.0f} MB/s", f"upstream {up_mbps:.0f} MB/s",
-             f"{peer_mbps / up_mbps:.2f}x", ">= 0.9x", peer_mbps / up_mbps >= 0.9),
-            ("node2 filling from two peers", f"{mb / seq[2].seconds:.0f} MB/s", f"upstream {up_mbps:.0f} MB/s",
-             f"{seq[2].seconds and up.seconds / seq[2].seconds:.2f}x", "(info)", None),
+            ("node1 filling from a peer (node0 holds it)" if filled_from_peer else f"node1 filled from {origin[1]}, NOT a peer",
+             f"{peer_mbps:.0f} MB/s", f"upstream {up_mbps:.0f} MB/s",
+             f"{peer_mbps / up_mbps:.2f}x", ">= 0.9x", filled_from_peer and peer_mbps / up_mbps >= 0.9),
+            (f"node2 filling from two peers ({origin[2]})", f"{mb / seq[2].seconds:.0f} MB/s", f"upstream {up_mbps:.0f} MB/s",
+             f"{up.seconds / seq[2].seconds:.2f}x", "(info)", None),
             ("peak RSS per node, at once (VmHWM)", " / ".join(f"{r:.0f}" for r in rss_once) + " MiB",
              f"alone {rss_alone:.0f} MiB", f"{max(rss_once) / rss_alone:.2f}x", "< 300 MiB", max(rss_once) < 300),
             ("peak RSS per node, one after another", " / ".join(f"{r:.0f}" for r in rss_seq) + " MiB",
              f"alone {rss_alone:.0f} MiB", f"{max(rss_seq) / rss_alone:.2f}x", "< 300 MiB", max(rss_seq) < 300),
         ]
     finally:
-        stop_all(running)
+        stop_all(running, args.logs)
         hub.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nbench_peers: {size / MiB:.0f} MiB bf16-like safetensors, 3 nodes + fake Hub + clients on "
-          f"{os.cpu_count()} cores, loopback\n")
+          f"{os.cpu_count()} cores, loopback; load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end\n")
     print(f"{'figure':<44} {'value':>18}   {'baseline (same run)':<22} {'ratio':>7}  {'target':<10} ok")
     for name, value, base_s, ratio, target, ok in rows:
         mark = "-" if ok is None else ("PASS" if ok else "MISS")
