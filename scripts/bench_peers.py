@@ -220,8 +220,8 @@ class CpuMeter:
         now = [cpu_seconds(pid) for _, pid in self.pids] + [time.process_time()]
         wall = time.perf_counter() - self.t
         parts = [f"{name} {b - a:.1f}" for (name, _), a, b in zip(self.pids + [("clients", 0)], self.start, now)]
-        total = sum(b - a for a, b in zip(self.start, now))
-        return f"CPU s {', '.join(parts)} = {total:.1f} of {os.cpu_count() or 1} x {wall:.1f} s wall"
+        self.total = sum(b - a for a, b in zip(self.start, now))
+        return f"CPU s {', '.join(parts)} = {self.total:.1f} of {os.cpu_count() or 1} x {wall:.1f} s wall"
 
 
 def rss_all(nodes: list[MirrorDaemon]) -> list[float]:
@@ -300,6 +300,9 @@ def main() -> int:
             wait_ingested(n, 1, timeout=600)
         notes.append("at once: clients " + ", ".join(f"{j.seconds:.2f} s" for j in jobs) + "; fills "
                      + ", ".join(sources(site.nodes, "a.safetensors")) + "; " + cpu_once)
+        floor = meter.total / (os.cpu_count() or 1)
+        notes.append(f"  at once, CPU-bound floor on {os.cpu_count()} cores: {floor:.2f} s = {floor / solo.seconds:.2f}x alone "
+                     "(the CPU seconds the three used, spread perfectly over every core)")
         once_up_after = upstream_bytes(hub, sha1) / size
         rss_once = rss_all(site.nodes)
         stop_all(running, args.logs)
