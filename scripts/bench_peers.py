@@ -25,7 +25,13 @@ little. A client checks the length and the first and last MiB against the source
 daemons verify the whole sha256 before releasing a file's last 64 KiB, so a complete body
 is a verified one). Timings are informative: nothing exits non-zero on a missed target.
 
-Usage: .venv/bin/python scripts/bench_peers.py [--size 1GiB] [--quick]
+Below the table, per phase: each client's time, the origin and speed each node's fill
+logged (`mirror.fill` "fetched ... from peer|upstream"), and the CPU seconds each process
+used (fake Hub, nodes, clients) against cores x wall time; for the three at once also the
+CPU-bound floor (their CPU seconds spread over every core), which on 2 cores is above
+1.3x by itself. `--logs DIR` keeps every daemon's log.
+
+Usage: .venv/bin/python scripts/bench_peers.py [--size 1GiB] [--quick] [--logs DIR]
 """
 
 from __future__ import annotations
@@ -280,9 +286,9 @@ def main() -> int:
         cpu_alone = meter.used()
         check([solo])
         solo_up = upstream_bytes(hub, sha1) / size
+        wait_ingested(alone, 1, timeout=600)
         notes.append(f"alone: {solo.seconds:.2f} s ({mb / solo.seconds:.0f} MB/s), upstream {solo_up:.2f}x; "
                      + sources([alone], "a.safetensors")[0].replace("node0", "fill") + "; " + cpu_alone)
-        wait_ingested(alone, 1, timeout=600)
         rss_alone = rss_all([alone])[0]
         stop_all(running, args.logs)
 
