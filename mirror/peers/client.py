@@ -96,7 +96,7 @@ class PeerClient:
         try:
             async with asyncio.timeout(deadline):
                 async with self._session_or_fail().request(method, url, data=body or None, headers=headers, allow_redirects=False) as resp:
-                    data = await resp.content.read(limit + 1)
+                    data = await _read_body(resp.content, limit)
                     status, rh = resp.status, resp.headers
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise PeerError(f"peer {base}: {_why(exc)}") from None
@@ -206,6 +206,19 @@ class PeerClient:
         q = urlencode({"repo_type": repo_type, "repo_id": repo_id, "revision": revision})
         data, _ = await self._json(base, "GET", "/ref?" + q, expect_key=key)
         return data  # type: ignore[no-any-return]
+
+
+async def _read_body(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body, or its first `limit + 1` bytes when it is longer (the caller
+    refuses it then). `StreamReader.read(n)` returns what has arrived, up to n bytes:
+    one call cuts any body larger than a socket read (a big manifest) short."""
+    buf = bytearray()
+    while len(buf) <= limit:
+        piece = await content.read(limit + 1 - len(buf))
+        if not piece:
+            break
+        buf += piece
+    return bytes(buf)
 
 
 def _why(exc: BaseException) -> str:

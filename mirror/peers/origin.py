@@ -23,7 +23,11 @@ file it:
 Whatever it could not deliver, the next origin continues from `sink.offset`; the Fetcher
 checks the whole file against its sha256 (or git sha1) in every case. A fill done on
 behalf of a peer (`caller.peer`) never asks the peers (no cycles), and a node following
-a peer for a file refuses to be followed for it (`is_following`, 409 in service.py).
+a peer for a file refuses to be followed for it (`is_following`, 409 in service.py), and
+a node still asking its peers for a file does not report its fill of it as "filling"
+(`is_asking`): only a fill fed from beyond the peers (upstream) is worth following, else
+two cold nodes asked at once see each other filling, follow or refuse each other, and
+both end up upstream.
 Peers that fail cost strikes; peers that lie are marked down at once (membership.py).
 """
 
@@ -75,6 +79,7 @@ class PeerOrigin:
         self.batch = config.batch
         self.parallel = config.parallel
         self._following: dict[str, int] = {}
+        self._asking: dict[str, int] = {}
         # Peers whose bytes went into a file being filled, until its hash is judged.
         self._suppliers: dict[str, dict[str, Peer]] = {}
 
@@ -95,12 +100,24 @@ class PeerOrigin:
     def is_following(self, identity: str) -> bool:
         return identity in self._following
 
+    def is_asking(self, identity: str) -> bool:
+        """True while a fill of `identity` is being fed by the peers (asking, copying
+        chunks or following): its bytes come from the site, not from upstream."""
+        return identity in self._asking
+
     async def fill(self, target: FillTarget, sink: Sink, caller: Caller) -> None:
         if caller.peer:
             return  # fetching for a peer: upstream only
         live = self.peers.usable()
         if not live or sink.offset >= target.size:
             return
+        _enter(self._asking, target.identity)
+        try:
+            await self._fill(live, target, sink, caller)
+        finally:
+            _leave(self._asking, target.identity)
+
+    async def _fill(self, live: list[Peer], target: FillTarget, sink: Sink, caller: Caller) -> None:
         answers = await self._have(live, target.identity)
         holders = [p for p, a in answers if a.get("state") == "stored"]
         if holders:
@@ -274,7 +291,7 @@ class PeerOrigin:
 
     async def _follow(self, peer: Peer, target: FillTarget, sink: Sink) -> None:
         identity = target.identity
-        self._following[identity] = self._following.get(identity, 0) + 1
+        _enter(self._following, identity)
         self._supplied(identity, peer)
         received = 0
         try:
@@ -289,8 +306,16 @@ class PeerOrigin:
                      target.size, exc.message)
             self._fault(peer, exc)
         finally:
-            n = self._following[identity] - 1
-            if n:
-                self._following[identity] = n
-            else:
-                del self._following[identity]
+            _leave(self._following, identity)
+
+
+def _enter(counts: dict[str, int], identity: str) -> None:
+    counts[identity] = counts.get(identity, 0) + 1
+
+
+def _leave(counts: dict[str, int], identity: str) -> None:
+    n = counts[identity] - 1
+    if n:
+        counts[identity] = n
+    else:
+        del counts[identity]

@@ -42,6 +42,8 @@ class Conflict(MirrorError):
 class Following(Protocol):
     def is_following(self, identity: str) -> bool: ...
 
+    def is_asking(self, identity: str) -> bool: ...
+
 
 class PeerService:
     def __init__(self, files: Files, fetcher: Fetcher, store: ChunkStore, repos: RepoCatalog, changes: ChangeCatalog,
@@ -71,10 +73,10 @@ class PeerService:
             if await self.files.stored_manifest(identity) is not None:
                 out[identity] = {"state": "stored"}
                 continue
-            # A fill worth following: one fetching from upstream (or verified). A fill
-            # still asking peers, or following one, is not a source for the site.
+            # A fill still fed by the peers is not reported: following it would follow a
+            # follower (or a node that is about to follow us).
             fill = self.fetcher.running(identity)
-            if fill is not None and (fill.verified or fill.source == "upstream") and not self.following.is_following(identity):
+            if fill is not None and not self.following.is_asking(identity):
                 out[identity] = {"state": "filling", "written": fill.written}
         ids = [c for c in chunks if isinstance(c, str) and _HEX64.fullmatch(c)]
         if len(ids) != len(chunks):
