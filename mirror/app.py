@@ -1,15 +1,19 @@
 """The daemon's composition: a node (node.py builds every component) behind an
 aiohttp application. The only module that knows both the components and the HTTP edge:
 it hands each handler group exactly the components it calls (app keys in
-http/context.py), installs the middlewares (caller, access log, errors), and ties the
-node's lifetime to the application's.
+http/context.py), installs the middlewares (access log, address allowlist, errors,
+caller), and ties the node's lifetime to the application's.
+
+With `[server] admin_listen` the admin routes live in a second application served only on
+that listener (a TCP address or a unix socket), so they do not exist on the main port at
+all; it has the same middlewares and shares the main application's components. Without
+it they are part of the main application.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from typing import AsyncIterator
 
@@ -19,11 +23,15 @@ from mirror.clock import Clock
 from mirror.config import Config
 from mirror.errors import MirrorError
 from mirror.http.auth import GATE, ROUTE_ACTIONS, auth_middleware
+from mirror.http import admin_api
+from mirror.http.allowlist import ALLOWLIST, Allowlist, allowlist_middleware
 from mirror.http.caller import caller_middleware
-from mirror.http.context import CONFIG, COUNTERS, FILES, METADATA, PASSTHROUGH
+from mirror.http.context import AUDIT, CONFIG, COUNTERS, FILES, METADATA, PASSTHROUGH
+from mirror.http.listen import Listener, listen, listen_tcp
 from mirror.http.middleware import ACCESS_LOG_ON, access_middleware, errors_middleware
 from mirror.http.peer_api import PEER_AUTH, PEER_KEY, PEER_SERVICE, PEER_TABLE, peer_routes
-from mirror.http.routes import setup_routes
+from mirror.http.routes import AdminRoute, setup_routes
+from mirror.http.tls import server_context
 from mirror.node import Node, open_node
 
 log = logging.getLogger("mirror")
@@ -31,11 +39,21 @@ log = logging.getLogger("mirror")
 NODE = web.AppKey("node", Node)
 
 
+# Outermost first. The allowlist comes right after the access log: a refused request
+# still gets its access line, and nothing else runs for it.
+MIDDLEWARES = (access_middleware, allowlist_middleware, errors_middleware, caller_middleware, auth_middleware)
+CLIENT_MAX_SIZE = 1 << 20
+
+
+def _admin_routes() -> list[AdminRoute]:
+    return admin_api.admin_routes()
+
+
 def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
-    app = web.Application(middlewares=[access_middleware, errors_middleware, caller_middleware, auth_middleware],
-                          client_max_size=1 << 20)
+    app = web.Application(middlewares=list(MIDDLEWARES), client_max_size=CLIENT_MAX_SIZE)
     app[ACCESS_LOG_ON] = config.server.access_log
     app[CONFIG] = config
+    app[ALLOWLIST] = Allowlist(config.server.allow)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         async with await open_node(config, clock=clock, online=True) as node:
@@ -49,14 +67,34 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
             app[PEER_KEY] = node.key
             app[PEER_TABLE] = node.peers
             app[GATE] = node.gate
+            app[AUDIT] = node.audit
             await node.fetcher.recover()
             node.start_background()
             yield
 
     app.cleanup_ctx.append(lifetime)
-    # Empty slots: the admin and metrics groups arrive with their issues.
-    app[ROUTE_ACTIONS] = setup_routes(app, admin=(), peer=peer_routes(), metrics=())
+    # The metrics slot is empty: that group arrives with its issue. The auth middleware
+    # knows every route's action, the admin listener's included.
+    admin = () if config.server.admin_listen else _admin_routes()
+    actions = setup_routes(app, admin=admin, peer=peer_routes(), metrics=())
+    actions.update({r.handler: (action, writes) for r, action, writes in _admin_routes()})  # type: ignore[attr-defined]
+    app[ROUTE_ACTIONS] = actions
     return app
+
+
+def build_admin_app(main: web.Application) -> web.Application:
+    """The admin listener's application: only the admin routes, the same middlewares,
+    and the main application's state (components, config, allowlist), copied when it
+    starts, which is after the main application opened the node."""
+    admin = web.Application(middlewares=list(MIDDLEWARES), client_max_size=CLIENT_MAX_SIZE)
+
+    async def share(admin_app: web.Application) -> None:
+        for key in main:
+            admin_app[key] = main[key]  # type: ignore[index]
+
+    admin.on_startup.append(share)
+    admin.router.add_routes([r for r, _action, _writes in _admin_routes()])
+    return admin
 
 
 def request_parser_is_native() -> bool:
@@ -87,24 +125,27 @@ async def serve(config: Config) -> None:
     """Run the daemon until SIGTERM or SIGINT, then shut down cleanly."""
     if not request_parser_is_native():
         log.warning("aiohttp is using its pure-Python HTTP parser (AIOHTTP_NO_EXTENSIONS?); run with the C parser in production")
+    # Before anything opens: a bad certificate or key is one line and a non-zero exit.
+    tls = server_context(config.server.tls_cert, config.server.tls_key) if config.server.tls_cert else None
     app = build_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
+    admin_runner: web.AppRunner | None = None
+    admin_listener: Listener | None = None
     # From here the services run (catalog thread, executors): every exit path, a failed
     # bind included, goes through runner.cleanup(), or a worker thread keeps the process
     # alive and a supervisor's Restart=on-failure never fires.
     try:
-        site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            # asyncio's strerror repeats the address; the errno's text is the reason.
-            reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else (exc.strerror or str(exc))
-            raise MirrorError(f"cannot listen on {config.server.host}:{config.server.port}: {reason}") from None
-        sockets = site._server.sockets if site._server else []  # noqa: SLF001 - the bound port for port 0
-        port = sockets[0].getsockname()[1] if sockets else config.server.port
-        log.info("serving on http://%s:%d (data %s, upstream %s)", config.server.host, port, config.store.data_dir, config.upstream.url)
-        app[NODE].announce(f"http://{_reachable(config.server.host)}:{port}")
+        if config.server.admin_listen:
+            # Set up after the main runner: the admin app copies the opened components.
+            admin_runner = web.AppRunner(build_admin_app(app), access_log=None, handle_signals=False, shutdown_timeout=5.0)
+            await admin_runner.setup()
+            admin_listener = await listen(admin_runner, config.server.admin_listen, tls)
+            log.info("admin routes on %s", admin_listener.url)
+        main = await listen_tcp(runner, config.server.host, config.server.port, tls)
+        log.info("serving on %s (data %s, upstream %s)", main.url, config.store.data_dir, config.upstream.url)
+        scheme = "https" if tls else "http"
+        app[NODE].announce(f"{scheme}://{_reachable(config.server.host)}:{main.port}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -112,4 +153,8 @@ async def serve(config: Config) -> None:
         await stop.wait()
         log.info("shutting down")
     finally:
+        if admin_runner is not None:
+            await admin_runner.cleanup()
+        if admin_listener is not None:
+            admin_listener.remove_socket()
         await runner.cleanup()

@@ -228,6 +228,13 @@ class PeerRefused(MirrorError):
         self.error_code = code
 
 
+class AddressNotAllowed(MirrorError):
+    """The caller's address is outside `[server] allow` (checked before anything else)."""
+
+    status = 403
+    error_code = "AddressNotAllowed"
+
+
 class ChunkMissing(MirrorError):
     status = 500
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import urllib.request
 
-_PORT_LINE = re.compile(r"serving on http://127\.0\.0\.1:(\d+)")
+_PORT_LINE = re.compile(r"serving on (https?)://127\.0\.0\.1:(\d+)")
 
 
 def _toml_value(v: Any) -> str:
@@ -52,12 +52,13 @@ class MirrorDaemon:
         self.config_path.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
+        self.scheme = "http"  # "https" when the daemon serves TLS
         self.log: list[str] = []
         self._reader: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> "MirrorDaemon":
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MIRROR_", "HF_"))}
@@ -77,7 +78,7 @@ class MirrorDaemon:
                 self.log.append(line.rstrip("\n"))
                 m = _PORT_LINE.search(line)
                 if m:
-                    self.port = int(m.group(1))
+                    self.scheme, self.port = m.group(1), int(m.group(2))
                     found.set()
 
         self._reader = threading.Thread(target=pump, daemon=True)

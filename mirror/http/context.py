@@ -7,6 +7,7 @@ import re
 
 from aiohttp import web
 
+from mirror.audit.log import AuditLog
 from mirror.catalog.meta import MetaCatalog
 from mirror.config import Config
 from mirror.resolve.files import Files
@@ -18,13 +19,15 @@ METADATA = web.AppKey("metadata", Metadata)
 FILES = web.AppKey("files", Files)
 PASSTHROUGH = web.AppKey("passthrough", Passthrough)
 COUNTERS = web.AppKey("counters", MetaCatalog)
+AUDIT = web.AppKey("audit", AuditLog)
 
 _HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?", re.ASCII)
 
 
 def mirror_base(request: web.Request) -> str:
     """The mirror's absolute origin for generated links: `server.public_url` when set,
-    else the request's Host if it is a plain host[:port] (never a header's free text)."""
+    else the request's Host if it is a plain host[:port] (never a header's free text),
+    with the scheme of the connection (https on a TLS listener)."""
     public = request.app[CONFIG].server.public_url.rstrip("/")
     if public:
         return public
@@ -32,7 +35,7 @@ def mirror_base(request: web.Request) -> str:
     if not _HOST.fullmatch(host):
         sock = request.transport.get_extra_info("sockname") if request.transport else None
         host = f"{sock[0]}:{sock[1]}" if sock else "127.0.0.1"
-    return f"http://{host}"
+    return f"{request.scheme}://{host}"
 
 
 def stale_headers(stale: bool) -> dict[str, str]:
