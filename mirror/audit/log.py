@@ -27,3 +27,12 @@ class AuditLog:
 
     async def flush(self) -> None:
         self.pending.clear()
+
+    async def read(self, *, since: float | None = None, actor: str | None = None, action: str | None = None,
+                   limit: int = 1000) -> list[dict[str, Any]]:
+        """Stored records, oldest first, as JSON-able dicts (STUB: none stored yet)."""
+        return []
+
+    async def verify(self) -> dict[str, Any]:
+        """Check the whole chain and its checkpoints (STUB)."""
+        return {"ok": True, "records": 0}
