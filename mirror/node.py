@@ -256,7 +256,8 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     tokens = TokenStore(catalog.tokens, clock)
     totp = Totp(catalog.tokens, key, clock)
     upstream = UpstreamOrigin(hub, config.upstream.max_resumes)
-    peer_origin = PeerOrigin(peers, peer_client, trust, store, catalog.repos, executor, config.peers, ranges=upstream)
+    peer_origin = PeerOrigin(peers, peer_client, trust, store, catalog.repos, executor, config.peers, ranges=upstream,
+                             write_executor=write_executor)
     origins: list[Origin] = [peer_origin, upstream]
     fetcher = Fetcher(origins, ingestor, catalog.repos, catalog.meta, layout, scheduler, space, max_fills=config.server.max_cold_fetches)
     files = Files(metadata, access, fetcher, catalog.content, catalog.meta, store, reader, origins, clock)

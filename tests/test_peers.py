@@ -53,6 +53,9 @@ def test_second_node_fills_from_a_peer_at_no_upstream_cost(hub: FakeHub, tmp_pat
         assert hub.bytes_sent_for(sha256(data)) == 0
         fills = [line for line in site[b].log if "fetched org/m model.safetensors from peer" in line]
         assert fills, site[b].log[-20:]
+        # B keeps the frames it received (verified, no re-compression) and they verify.
+        wait_stored(site, b, f"sha256:{sha256(data)}")
+        assert any("as the" in line and "verified chunks it came in" in line for line in site[b].log)
         # B's view of A counts what it received (peers.json, rewritten each round).
         deadline = time.monotonic() + 10
         received = 0

@@ -51,7 +51,7 @@ from mirror.peers.membership import Peer, Peers, rendezvous_score
 from mirror.peers.service import target_body
 from mirror.resolve.origin import Sink, check_chunk
 from mirror.resolve.spool import FillTarget
-from mirror.store.chunkstore import ChunkStore
+from mirror.store.chunkstore import ChunkStore, Staged
 
 log = logging.getLogger("mirror.peers")
 
@@ -67,9 +67,12 @@ class PeerOrigin:
     name = "peer"
 
     def __init__(self, peers: Peers, client: PeerClient, trust: TrustStore, store: ChunkStore, repos: RepoCatalog,
-                 executor: Executor, config: PeersConfig, ranges: RangeSource | None = None) -> None:
-        """`ranges` (upstream) gives the byte ranges of chunks no peer delivers."""
+                 executor: Executor, config: PeersConfig, ranges: RangeSource | None = None,
+                 write_executor: Executor | None = None) -> None:
+        """`ranges` (upstream) gives the byte ranges of chunks no peer delivers;
+        `write_executor` stages received frames (I/O) while `executor` decodes (CPU)."""
         self.ranges = ranges
+        self.write_executor = write_executor or executor
         self.peers = peers
         self.client = client
         self.trust = trust
@@ -187,6 +190,10 @@ class PeerOrigin:
         good = [p for p in holders if p.state == "up"]
         window: deque[asyncio.Task[list[Any]]] = deque()
         nxt = 0
+        # A whole file from peers is kept as the frames received (offered to the fill:
+        # no cutting and compressing again); staging runs beside the stream.
+        staging: list[asyncio.Future[Staged]] | None = [] if sink.keeps and start == 0 else None
+        loop = asyncio.get_running_loop()
         try:
             while nxt < len(batches) or window:
                 while nxt < len(batches) and len(window) < self.parallel:
@@ -203,15 +210,29 @@ class PeerOrigin:
                     raws = await self._upstream_batch(batches[done], starts[done], target, caller, exc)
                     if raws is None:
                         return
-                for raw in raws:
+                    staging = self._unstage(staging)  # raw bytes, no frames: the fill cuts its spool
+                for ref, (raw, frame) in zip(batches[done], raws):
+                    if staging is not None and frame is not None:
+                        staging.append(loop.run_in_executor(self.write_executor, self.store.stage_verified, ref.chunk_id,
+                                                            ref.length, frame))
                     if skip:
                         raw, skip = memoryview(raw)[skip:], 0
                     await sink.write(raw)
+            if staging is not None and sink.offset >= target.size:
+                sink.offer(man.chunks, list(await asyncio.gather(*staging)))
+                staging = None
         finally:
             for t in window:
                 t.cancel()
             if window:
                 await asyncio.gather(*window, return_exceptions=True)
+            self._unstage(staging)
+
+    def _unstage(self, staging: "list[asyncio.Future[Staged]] | None") -> None:
+        """Drop frames staged for an offer that will not be made."""
+        for fut in staging or ():
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception() or self.store.discard([f.result()]))
+        return None
 
     async def _upstream_batch(self, refs: tuple[ChunkRef, ...], start: int, target: FillTarget, caller: Caller,
                               why: MirrorError) -> list[Any] | None:
@@ -227,7 +248,7 @@ class PeerOrigin:
         except MirrorError as exc:
             log.info("upstream range of %s failed too (%s); going on upstream", target.entry.path, exc.message)
             return None
-        view, out, pos = memoryview(data), [], 0
+        view, out, pos = memoryview(data), [], 0  # (raw, no frame) per chunk
         loop = asyncio.get_running_loop()
         for c in refs:
             piece = view[pos:pos + c.length]
@@ -237,18 +258,18 @@ class PeerOrigin:
             except IntegrityError as exc:
                 log.error("integrity: upstream range of %s: %s", target.entry.path, exc.message)
                 return None
-            out.append(piece)
+            out.append((piece, None))
         return out
 
     async def _batch(self, refs: tuple[ChunkRef, ...] | list[ChunkRef], holders: list[Peer]) -> list[Any]:
-        """The raw bytes of `refs`, each checked against its id: local ones read here,
-        the rest from the holders, best by rendezvous first."""
+        """(raw bytes, frame received or None) of each of `refs`, checked against its id:
+        local ones read here, the rest from the holders, best by rendezvous first."""
         loop = asyncio.get_running_loop()
         out: dict[str, Any] = {}
         local = await loop.run_in_executor(self.executor, lambda: [c for c in refs if self.store.has_hot(c.chunk_id)])
         for c in local:
             try:
-                out[c.chunk_id] = await loop.run_in_executor(self.executor, self.store.read, c.chunk_id, c.length)
+                out[c.chunk_id] = (await loop.run_in_executor(self.executor, self.store.read, c.chunk_id, c.length), None)
             except MirrorError:
                 pass  # rotten or gone: the peers give it
         wanted = [c for c in refs if c.chunk_id not in out]
@@ -281,7 +302,7 @@ class PeerOrigin:
                 raise PeerError(f"peer {peer.url} lacks chunk {cid[:16]} of a file it holds")
             received += len(frame)
             try:
-                got[cid] = await loop.run_in_executor(self.executor, self.store.decode_frame, cid, frame, lengths[cid])
+                got[cid] = (await loop.run_in_executor(self.executor, self.store.decode_frame, cid, frame, lengths[cid]), frame)
             except CorruptChunk as exc:
                 raise CorruptChunk(cid, f"from peer {peer.url}: {exc.message}") from None
         self.peers.ok(peer, received)

@@ -59,6 +59,11 @@ class PipeSink:
     async def drain(self) -> None:
         return None
 
+    keeps = False  # nothing is kept: origins never offer chunks to a pipe
+
+    def offer(self, chunks: object, staged: object) -> None:
+        raise AssertionError("a direct stream keeps nothing")
+
 
 class DirectSource:
     kind = "direct"

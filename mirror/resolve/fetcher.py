@@ -29,9 +29,11 @@ from mirror import crashpoints
 from mirror.caller import ANONYMOUS, Caller
 from mirror.catalog.meta import MetaCatalog
 from mirror.catalog.repos import RepoCatalog
-from mirror.errors import HashMismatch, LockBusy, MirrorError, Overloaded, StorageError, UpstreamError, UpstreamUnavailable
+from mirror.errors import ChunkMissing, HashMismatch, LockBusy, MirrorError, Overloaded, StorageError, UpstreamError, UpstreamUnavailable
 from mirror.flock import FileLock
 from mirror.ingest import Ingestor, identity_hasher
+from mirror.manifest import Manifest
+from mirror.store.chunkstore import Staged
 from mirror.resolve.fill import Fill
 from mirror.resolve.origin import Origin, SpoolSink, judge
 from mirror.resolve.spool import FillTarget, fsync_path, hash_prefix, read_record, write_record
@@ -173,15 +175,35 @@ class Fetcher:
         await self._ingest(fill)
 
     def _fail(self, fill: Fill) -> None:
+        self._discard(fill.prechunked)
+        fill.prechunked = None
         fill.notify()
         fill.done.set()
         self._fills.finish(fill.target.identity, fill)
         self._unlock_spool(fill)
 
+    def _discard(self, offered: "tuple[object, list[Staged]] | None") -> None:
+        if offered is not None:
+            self.ingestor.store.discard(offered[1])
+
+    async def _adopt(self, fill: Fill) -> bool:
+        """Store the chunks an origin verified and staged for the whole file (a peer's
+        frames, no re-compression); False when they cannot be (then the spool is cut)."""
+        chunks, staged = fill.prechunked or ((), [])
+        fill.prechunked = None
+        t = fill.target
+        try:
+            await self.ingestor.adopt(staged, [Manifest(t.identity, t.size, chunks)])
+            log.info("stored %s %s as the %d verified chunks it came in (no re-cut)", t.key, t.entry.path, len(chunks))
+            return True
+        except ChunkMissing:
+            return False  # a chunk found stored was collected meanwhile: cut the spool instead
+
     async def _ingest(self, fill: Fill) -> None:
         t = fill.target
         try:
-            await self.ingestor.ingest_path(fill.spool, t.identity, verified=True)
+            if fill.prechunked is None or not await self._adopt(fill):
+                await self.ingestor.ingest_path(fill.spool, t.identity, verified=True)
             crashpoints.hit("fill.ingested")
             self._drop_spool(fill)
         except StorageError as exc:
@@ -238,15 +260,20 @@ class Fetcher:
                         await sink.drain()
                     except StorageError:
                         pass  # raised already, or raised by the check below
-            if sink.broken is not None:
-                raise sink.broken
-            if sink.offset < t.size:
-                raise error or UpstreamUnavailable(f"no origin has {t.entry.path}")
+            offered, sink.offered = sink.offered, None
+            if sink.broken is not None or sink.offset < t.size:
+                self._discard(offered)
+                raise sink.broken or error or UpstreamUnavailable(f"no origin has {t.entry.path}")
             actual = hasher.hexdigest()
             expected = t.identity.split(":", 1)[1]
             judge(self.origins, t.identity, actual == expected)
             if actual != expected:
+                self._discard(offered)
                 raise HashMismatch(f"{t.key} {t.entry.path}", expected, actual)
+            if offered is not None and sum(c.length for c in offered[0]) == t.size:
+                fill.prechunked = offered
+            else:
+                self._discard(offered)
         finally:
             os.close(fd)
 

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from mirror.errors import MirrorError, StorageError, UpstreamError
+from mirror.manifest import ChunkRef
 from mirror.resolve.spool import FillTarget
+from mirror.store.chunkstore import Staged
 
 HOLDBACK = 64 << 10
 PIECE = 1 << 20
@@ -35,6 +37,9 @@ class Fill:
         self.ingested = asyncio.Event()
         self._changed = asyncio.Event()
         self.lock_fd: int | None = None
+        # Verified chunks of the whole file, staged by an origin (Sink.offer): the
+        # ingest adopts them instead of cutting the spool again.
+        self.prechunked: "tuple[tuple[ChunkRef, ...], list[Staged]] | None" = None
         # The origin feeding the fill now (its name counts the bytes: "<name>_bytes").
         self.source = ""
         # The newest written piece, kept by reference so that followers which are caught

@@ -35,7 +35,8 @@ from typing import Callable, Protocol, Sequence
 from mirror.caller import Caller
 from mirror.errors import IntegrityError, StorageError, UpstreamError
 from mirror.resolve.spool import FillTarget, SpoolWriter
-from mirror.store.chunkstore import chunk_id_of
+from mirror.manifest import ChunkRef
+from mirror.store.chunkstore import Staged, chunk_id_of
 
 
 class Sink(Protocol):
@@ -57,6 +58,16 @@ class Sink(Protocol):
     async def drain(self) -> None:
         """Wait until every accepted piece is delivered."""
 
+    @property
+    def keeps(self) -> bool:
+        """Whether the bytes are kept (a fill) rather than only streamed (a direct stream)."""
+
+    def offer(self, chunks: "tuple[ChunkRef, ...]", staged: "list[Staged]") -> None:
+        """The origin delivered the whole file as these chunks, each checked against its
+        id and staged as received (a peer's frames): once the file's hash matches, the
+        fill may adopt them instead of cutting and compressing its spool again. Only
+        called on a sink that `keeps`; the sink then owns the staged temps."""
+
 
 def check_chunk(chunk_id: str, raw: bytes) -> None:
     """The per-chunk check of bytes an origin gives by chunk id (blake3 of the raw bytes)."""
@@ -75,6 +86,13 @@ class SpoolSink:
         self._writer: SpoolWriter | None = None
         self._offset = offset
         self._broken: StorageError | None = None
+        # Chunks an origin offered for the whole file (see Sink.offer).
+        self.offered: tuple[tuple[ChunkRef, ...], list[Staged]] | None = None
+
+    keeps = True
+
+    def offer(self, chunks: "tuple[ChunkRef, ...]", staged: "list[Staged]") -> None:
+        self.offered = (chunks, staged)
 
     @property
     def offset(self) -> int:
