@@ -294,17 +294,28 @@ class PeerOrigin:
         return [out[c.chunk_id] for c in refs]
 
     async def _fetch(self, peer: Peer, ids: list[str], lengths: dict[str, int]) -> dict[str, Any]:
+        # Each frame is decoded and checked in the pool while the next one is read off
+        # the socket (the batch's frames decode in parallel); nothing is used before its
+        # check passed.
         loop = asyncio.get_running_loop()
-        got: dict[str, Any] = {}
+        pending: dict[str, tuple[asyncio.Future[Any], bytes]] = {}
         received = 0
-        async for cid, frame in self.client.chunks(peer.url, peer.key, ids, sum(lengths.values())):
-            if frame is None:
-                raise PeerError(f"peer {peer.url} lacks chunk {cid[:16]} of a file it holds")
-            received += len(frame)
-            try:
-                got[cid] = (await loop.run_in_executor(self.executor, self.store.decode_frame, cid, frame, lengths[cid]), frame)
-            except CorruptChunk as exc:
-                raise CorruptChunk(cid, f"from peer {peer.url}: {exc.message}") from None
+        try:
+            async for cid, frame in self.client.chunks(peer.url, peer.key, ids, sum(lengths.values())):
+                if frame is None:
+                    raise PeerError(f"peer {peer.url} lacks chunk {cid[:16]} of a file it holds")
+                received += len(frame)
+                pending[cid] = (loop.run_in_executor(self.executor, self.store.decode_frame, cid, frame, lengths[cid]), frame)
+            got: dict[str, Any] = {}
+            for cid, (fut, frame) in pending.items():
+                try:
+                    got[cid] = (await fut, frame)
+                except CorruptChunk as exc:
+                    raise CorruptChunk(cid, f"from peer {peer.url}: {exc.message}") from None
+        finally:
+            for fut, _frame in pending.values():
+                if not fut.done():
+                    fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.peers.ok(peer, received)
         return got
 
