@@ -17,6 +17,7 @@ The wiring, in dependency order (arrows: "is given to"):
     Files, Fetcher, PeerOrigin -> PeerService (what peers are answered)
     PeerClient, TrustStore, ChunkStore, Ingestor -> FileCopier -> Replicator (sync --from)
     Archiver, Evictor, Collector -> LifecycleJob
+    Catalog (audit), NodeKey -> AuditLog -> everything that audits (lifecycle, verify, CLI commands)
 
 A later issue adds a component here and nowhere else: a peer origin goes into `origins`
 before upstream, an S3 backend replaces `LocalBackend`, a metrics wrapper wraps a
@@ -186,7 +187,7 @@ class Node:
             await self.scheduler.close()
             await self.discovery.close()  # after the scheduler: its start task is over
             try:
-                await self.audit.flush()
+                await self.audit.close()
             except Exception:
                 log.exception("cannot write the last audit records")
             if self.online:
@@ -226,10 +227,11 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     ingestor = Ingestor(store, catalog.content, key, leases, layout.tmp, executor, write_executor)
     reader = ChunkReader(store, executor, leases=leases)
 
+    audit = AuditLog(catalog.audit, key, clock)
     lifecycle_lock = FileLock(layout.lock_path("lifecycle"), "another lifecycle operation (archive, thaw, gc) is running")
-    archiver = Archiver(catalog, store, packs, executor, clock, policy, lifecycle_lock)
-    evictor = Evictor(catalog, store, clock, policy, lifecycle_lock)
-    collector = Collector(catalog, store, packs, leases, clock, policy, lifecycle_lock)
+    archiver = Archiver(catalog, store, packs, executor, clock, policy, lifecycle_lock, audit)
+    evictor = Evictor(catalog, store, clock, policy, lifecycle_lock, audit)
+    collector = Collector(catalog, store, packs, leases, clock, policy, lifecycle_lock, audit)
 
     hub = HubClient(config.upstream, clock)
     trust = TrustStore(catalog.meta, config.peers.trust, clock)
@@ -256,14 +258,14 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         bundles=BundleImporter(store, ingestor, catalog.repos, catalog.meta),
         exporter=Exporter(catalog, store, key, clock, executor),
         hfcache=HfCacheImporter(ingestor, catalog.repos),
-        verifier=Verifier(catalog, store, executor, lifecycle_lock),
+        verifier=Verifier(catalog, store, executor, lifecycle_lock, audit),
         hub=hub, access=access, metadata=metadata, space=space, fetcher=fetcher, files=files,
         passthrough=Passthrough(hub, catalog.repos, catalog.api, access),
         syncer=Syncer(metadata, files, fetcher, catalog.repos, catalog.meta, config.sync,
                       FileLock(layout.lock_path("sync"), "sync is already running")),
         trust=trust, peer_client=peer_client, peers=peers,
         peer_auth=PeerAuth(trust, clock, config.peers.max_skew, key.public_hex),
-        audit=AuditLog(clock),
+        audit=audit,
         peer_service=PeerService(files, fetcher, store, catalog.repos, catalog.changes, peer_origin, key.public_hex),
         replicator=Replicator(peer_client, trust, FileCopier(peer_client, trust, store, ingestor, executor, config.peers.batch),
                               ingestor, catalog.repos, catalog.changes, FileLock(layout.lock_path("sync"), "sync is already running")),
