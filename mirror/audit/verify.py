@@ -96,19 +96,20 @@ async def verify_chain(store: AuditCatalog, trusted: Iterable[str]) -> ChainRepo
     by_seq = {c.seq: c for c in checkpoints}
     rep.checkpoints = len(checkpoints)
     expected, prev_hash, after = 1, GENESIS, 0
+    prev_row: AuditRow | None = None
     while rep.first_bad is None:
         page = await store.records(after=after, limit=PAGE)
         if not page:
             break
         for r in page:
-            bad = await _diagnose(store, r, expected, prev_hash)
+            bad = await _diagnose(store, r, expected, prev_row)
             if bad is None:
                 bad = _check_checkpoint(by_seq.get(r.seq), r, signers)
             if bad is not None:
                 rep.first_bad = bad
                 break
             rep.records += 1
-            expected, prev_hash = r.seq + 1, r.hash
+            expected, prev_hash, prev_row = r.seq + 1, r.hash, r
         after = page[-1].seq
     rep.last_seq, rep.last_hash = expected - 1, prev_hash
     if rep.first_bad is None:
@@ -127,9 +128,10 @@ async def verify_chain(store: AuditCatalog, trusted: Iterable[str]) -> ChainRepo
     return rep
 
 
-async def _diagnose(store: AuditCatalog, r: AuditRow, expected: int, prev_hash: str) -> Finding | None:
-    """Why record `r` (where `expected` should be, after a verified record of hash
-    `prev_hash`) does not extend the chain; None when it does."""
+async def _diagnose(store: AuditCatalog, r: AuditRow, expected: int, before: AuditRow | None) -> Finding | None:
+    """Why record `r` (where `expected` should be, after the verified record `before`)
+    does not extend the chain; None when it does."""
+    prev_hash = before.hash if before is not None else GENESIS
     if r.seq != expected:
         return Finding(expected, "deleted", f"records #{expected} to #{r.seq - 1} are missing", None)
     whole = _hash_of(r) == r.hash
@@ -151,8 +153,10 @@ async def _diagnose(store: AuditCatalog, r: AuditRow, expected: int, prev_hash: 
                                                 f"renumbered (record #{r.seq} was #{seq})", doc)
     if not whole:
         return Finding(r.seq, "edited", f"record #{r.seq} does not match its hash: its contents were changed", doc)
+    if before is None:
+        return Finding(r.seq, "edited", f"record #{r.seq} does not start the chain (its prev is not {GENESIS[:8]}...)", doc)
     return Finding(r.seq - 1, "relinked", f"record #{r.seq - 1} is not the record #{r.seq} links to: it was replaced "
-                                          f"and re-hashed", doc)
+                                          "and re-hashed", row_json(before))
 
 
 def _signed(c: CheckpointRow, signers: set[str]) -> bool:

@@ -6,7 +6,8 @@ bring usage to `low_watermark`. A watermark is a share of the data volume (`90%`
 statvfs) or an absolute size of the store (`500G`, hot frames plus packs). A revision
 used within `gc_grace` is never dropped (a reader in another process may be streaming
 it). Dropping forgets the listing and access rows and is audited (`lifecycle.evict`, by
-the caller's `actor`: 'lifecycle' for the daemon's rounds); the bytes go at the next GC. A later request simply fetches the file again.
+the caller's `actor`: 'lifecycle' for the daemon's rounds); the bytes go at the next GC.
+A later request simply fetches the file again.
 """
 
 from __future__ import annotations
