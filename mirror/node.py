@@ -17,6 +17,7 @@ The wiring, in dependency order (arrows: "is given to"):
     Files, Fetcher, PeerOrigin -> PeerService (what peers are answered)
     PeerClient, TrustStore, ChunkStore, Ingestor -> FileCopier -> Replicator (sync --from)
     Archiver, Evictor, Collector -> LifecycleJob
+    Catalog (audit), NodeKey -> AuditLog -> everything that audits (lifecycle, verify, CLI commands)
 
 A later issue adds a component here and nowhere else: a peer origin goes into `origins`
 before upstream, an S3 backend replaces `LocalBackend`, a metrics wrapper wraps a
@@ -196,7 +197,7 @@ class Node:
             await self.scheduler.close()
             await self.discovery.close()  # after the scheduler: its start task is over
             try:
-                await self.audit.flush()
+                await self.audit.close()
             except Exception:
                 log.exception("cannot write the last audit records")
             if self.online:
@@ -236,10 +237,11 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     ingestor = Ingestor(store, catalog.content, key, leases, layout.tmp, executor, write_executor)
     reader = ChunkReader(store, executor, leases=leases)
 
+    audit = AuditLog(catalog.audit, key, clock)
     lifecycle_lock = FileLock(layout.lock_path("lifecycle"), "another lifecycle operation (archive, thaw, gc) is running")
-    archiver = Archiver(catalog, store, packs, executor, clock, policy, lifecycle_lock)
-    evictor = Evictor(catalog, store, clock, policy, lifecycle_lock)
-    collector = Collector(catalog, store, packs, leases, clock, policy, lifecycle_lock)
+    archiver = Archiver(catalog, store, packs, executor, clock, policy, lifecycle_lock, audit)
+    evictor = Evictor(catalog, store, clock, policy, lifecycle_lock, audit)
+    collector = Collector(catalog, store, packs, leases, clock, policy, lifecycle_lock, audit)
 
     hub = HubClient(config.upstream, clock)
     trust = TrustStore(catalog.meta, config.peers.trust, clock)
@@ -252,7 +254,6 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     # Short of space: evict and collect now, whatever the lifecycle schedule.
     space = SpaceGuard(layout.root, parse_size(config.store.min_free), clock,
                        on_low=lambda: scheduler.spawn(lifecycle.relieve(), name="relieve"))
-    audit = AuditLog(clock)
     tokens = TokenStore(catalog.tokens, clock)
     totp = Totp(catalog.tokens, key, clock)
     upstream = UpstreamOrigin(hub, config.upstream.max_resumes)
@@ -270,7 +271,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         bundles=BundleImporter(store, ingestor, catalog.repos, catalog.meta),
         exporter=Exporter(catalog, store, key, clock, executor),
         hfcache=HfCacheImporter(ingestor, catalog.repos),
-        verifier=Verifier(catalog, store, executor, lifecycle_lock),
+        verifier=Verifier(catalog, store, executor, lifecycle_lock, audit),
         hub=hub, access=access, metadata=metadata, space=space, fetcher=fetcher, files=files,
         passthrough=Passthrough(hub, catalog.repos, catalog.api, access),
         syncer=Syncer(metadata, files, fetcher, catalog.repos, catalog.meta, config.sync,

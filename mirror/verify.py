@@ -5,7 +5,8 @@ signature; every chunk a manifest names, hot or archived, re-hashed (blake3 of i
 bytes); and every other hot chunk file and archived chunk, re-hashed too, since a later
 ingest reuses a stored chunk without reading it. With `repair`, bad chunks are
 quarantined and manifests that can no longer be rebuilt are dropped (the next request
-fetches them again).
+fetches them again). Every repair is audited (`store.quarantine` per chunk moved aside,
+`store.drop_manifest` per manifest dropped), by the given `actor`.
 
 One consistent view, while a daemon ingests beside it:
 - the manifests are read first, in one snapshot, and only then the chunks. Ingest
@@ -39,6 +40,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
+from mirror.audit.log import AuditLog
 from mirror.catalog import Catalog
 from mirror.errors import BadSignature, ChunkMissing, IntegrityError, LockBusy, MirrorError, StorageError
 from mirror.flock import FileLock
@@ -97,17 +99,18 @@ class Verifier:
     """`mirror verify` (module docstring: what is checked, and how it stays consistent
     beside a running daemon)."""
 
-    def __init__(self, catalog: Catalog, store: ChunkStore, executor: Executor, lock: FileLock) -> None:
+    def __init__(self, catalog: Catalog, store: ChunkStore, executor: Executor, lock: FileLock, audit: AuditLog) -> None:
         """`lock` is the lifecycle lock, held shared while verifying."""
         self.catalog = catalog
+        self.audit = audit
         self.store = store
         self.executor = executor
         self.lock = lock
 
-    async def verify(self, *, repair: bool = False, lock_wait: float = LOCK_WAIT) -> VerifyReport:
+    async def verify(self, *, repair: bool = False, lock_wait: float = LOCK_WAIT, actor: str = "system") -> VerifyReport:
         try:
             async with self._shared_lock(lock_wait):
-                return await self._verify(repair)
+                return await self._verify(repair, actor)
         except sqlite3.Error as exc:
             raise StorageError(f"catalog {self.catalog.db.path}: {exc}") from None
         except OSError as exc:
@@ -142,7 +145,7 @@ class Verifier:
             out.update(zip(part, results))
         return out
 
-    async def _verify(self, repair: bool) -> VerifyReport:
+    async def _verify(self, repair: bool, actor: str) -> VerifyReport:
         rep = VerifyReport()
         loop = asyncio.get_running_loop()
         content = self.catalog.content
@@ -187,16 +190,17 @@ class Verifier:
         if rep.cleared:
             log.info("verify: %d findings cleared on re-check (content changed while verifying)", rep.cleared)
         if repair and not rep.ok:
-            await self._repair(rep, bad, trusted)
+            await self._repair(rep, bad, trusted, actor)
         return rep
 
-    async def _repair(self, rep: VerifyReport, bad: set[str], trusted: set[str]) -> None:
+    async def _repair(self, rep: VerifyReport, bad: set[str], trusted: set[str], actor: str) -> None:
         loop = asyncio.get_running_loop()
         content = self.catalog.content
         quarantined: set[str] = set()
         for cid in sorted(bad):
             if await loop.run_in_executor(self.executor, self.store.quarantine_if_bad, cid):
                 quarantined.add(cid)
+                self.audit.record(actor, "store.quarantine", cid, reason="bad chunk")
         rep.quarantined = len(quarantined)
         # The manifests that name a damaged chunk now (not in the snapshot: rows change).
         suspects = set(rep.bad_manifests)
@@ -211,6 +215,7 @@ class Verifier:
                 continue
             if await content.delete_manifest_if(identity, created_at):
                 rep.dropped_manifests += 1
+                self.audit.record(actor, "store.drop_manifest", identity, reason="damaged")
                 log.warning("verify: dropped manifest %s (damaged); it will be fetched again", identity)
         # Rows of chunks that are gone. An ingest may store one again right after this check:
         # its row is then missing, which only makes GC judge the file's age by its mtime.

@@ -1,7 +1,8 @@
 """The catalog: every fact about repos and content, in SQLite. Every SQL statement of the
 project lives in this package.
 
-`Catalog` groups the per-noun parts (`repos`, `content`, `meta`, `api`, `pins`, `usage`, `changes`, `tokens`) over one `Database`.
+`Catalog` groups the per-noun parts (`repos`, `content`, `meta`, `api`, `pins`, `usage`, `changes`,
+`tokens`, `audit`) over one `Database`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 from pathlib import Path
 
 from mirror.catalog.apicache import ApiCache
+from mirror.catalog.audit import AuditCatalog
 from mirror.catalog.changes import ChangeCatalog
 from mirror.catalog.content import ContentCatalog, StoreStats
 from mirror.catalog.db import Database
@@ -40,6 +42,7 @@ class Catalog:
         self.usage = UsageCatalog(db)
         self.changes = ChangeCatalog(db, clock.now)
         self.tokens = TokenCatalog(db, clock.now)
+        self.audit = AuditCatalog(db, clock.now)
 
     @classmethod
     async def open(cls, path: Path, clock: Clock | None = None) -> "Catalog":

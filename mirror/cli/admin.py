@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 from typing import Any
 
+from mirror.audit.actor import cli_actor
 from mirror.cli.common import add_config_args, human_bytes, load_config, node_for, print_json
 from mirror.errors import StorageError
 
@@ -28,7 +29,7 @@ async def run_verify(args: argparse.Namespace) -> int:
     config = load_config(args)
     try:
         async with node_for(args, config=config) as node:
-            rep = await node.verifier.verify(repair=args.repair)
+            rep = await node.verifier.verify(repair=args.repair, actor=cli_actor())
     except (OSError, sqlite3.Error, StorageError) as exc:
         # A full or read-only disk while opening or closing the store: one line, no traceback.
         reason = exc.message if isinstance(exc, StorageError) else _reason(exc)

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mirror.audit.actor import cli_actor
 from mirror.cli.common import add_config_args, human_bytes, node_for, print_json
 from mirror.cli.progress import Progress
 from mirror.model import REPO_TYPES
@@ -41,6 +42,8 @@ async def run_export(args: argparse.Namespace) -> int:
                                           progress=progress)
         finally:
             progress.close()
+        node.audit.record(cli_actor(), "bundle.export", str(Path(args.output).resolve()),
+                          revisions=[f"{k}@{r or ''}" for k, r in specs], files=rep.files, chunks=rep.chunks, bytes=rep.bytes)
     data = {"revisions": rep.revisions, "files": rep.files, "manifests": rep.manifests, "chunks": rep.chunks,
             "chunks_omitted": rep.chunks_omitted, "bytes": rep.bytes, "output": args.output}
     if args.json:
@@ -54,6 +57,8 @@ async def run_export(args: argparse.Namespace) -> int:
 async def run_import(args: argparse.Namespace) -> int:
     async with node_for(args, recover_temps=True) as node:
         rep = await node.bundles.run(Path(args.file))
+        node.audit.record(cli_actor(), "bundle.import", str(Path(args.file).resolve()), signer=rep.signer,
+                          revisions=rep.revisions, manifests=rep.manifests, chunks_new=rep.chunks_new)
     if args.json:
         print_json({"signer": rep.signer, "revisions": rep.revisions, "manifests": rep.manifests,
                     "chunks_new": rep.chunks_new, "chunks_carried": rep.chunks_carried})

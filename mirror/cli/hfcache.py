@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mirror.audit.actor import cli_actor
 from mirror.cli.common import add_config_args, human_bytes, node_for, print_json
 from mirror.cli.progress import Progress
 
@@ -30,6 +31,9 @@ async def run(args: argparse.Namespace) -> int:
             rep = await node.hfcache.run(root, progress)
         finally:
             progress.close()
+        node.audit.record(cli_actor(), "hfcache.import", str(root.resolve()), repos=len(rep.repos),
+                          blobs_imported=rep.blobs_imported, bytes_imported=rep.bytes_imported, revisions=rep.revisions,
+                          skipped=len(rep.skipped))
     if args.json:
         print_json({
             "repos": rep.repos, "blobs_imported": rep.blobs_imported, "bytes_imported": rep.bytes_imported,

@@ -4,7 +4,8 @@ peers and as signers of manifests and bundles).
 Trust is the catalog's `trusted_keys` (`keys trust`) plus `[peers] trust` in the config;
 a revocation (`keys revoke`) wins over both, and a running daemon applies it within
 its trust store's refresh (peers/auth.py `REFRESH`, 2 s): requests signed by the key are
-refused with 403 PeerRevoked, and the peer is no longer used.
+refused with 403 PeerRevoked, and the peer is no longer used. Trust and revocation are
+audited (`keys.trust`, `keys.revoke`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from mirror.audit.actor import cli_actor
 from mirror.cli.common import add_config_args, load_config, node_for, print_json
 from mirror.errors import UsageError
 
@@ -58,6 +60,7 @@ async def run_trust(args: argparse.Namespace) -> int:
     key = parse_public_key(args.public_key)
     async with node_for(args) as node:
         await node.catalog.meta.trust(key, args.label)
+        node.audit.record(cli_actor(), "keys.trust", key, label=args.label)
     print(f"trusted {key}" + (f" ({args.label})" if args.label else ""))
     return 0
 
@@ -70,6 +73,7 @@ async def run_revoke(args: argparse.Namespace) -> int:
         if key == node.key.public_hex:
             raise UsageError(f"{key} is this node's own key; it cannot be revoked here")
         fresh = await node.catalog.meta.revoke(key)
+        node.audit.record(cli_actor(), "keys.revoke", key, already_revoked=not fresh)
     if fresh:
         print(f"revoked {key} (a running daemon refuses it within seconds)")
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from mirror.audit.actor import cli_actor
 from mirror.cli.common import add_config_args, human_bytes, node_for, print_json
 from mirror.config import parse_duration
 
@@ -39,7 +40,7 @@ def register(sub: Any) -> None:
 async def run_archive(args: argparse.Namespace) -> int:
     older = parse_duration(args.older_than) if args.older_than else None
     async with node_for(args) as node:
-        rep = await node.archiver.archive(older_than=older, dry_run=args.dry_run)
+        rep = await node.archiver.archive(older_than=older, dry_run=args.dry_run, actor=cli_actor())
     if args.json:
         print_json({**rep.__dict__, "saved": rep.saved})
         return 0
@@ -56,7 +57,7 @@ async def run_thaw(args: argparse.Namespace) -> int:
 
     async with node_for(args) as node:
         repo, sha = await find_revision(node.catalog.repos, args.target)
-        rep = await node.archiver.thaw(repo, sha) if await node.archiver.has_archived(repo, sha) else None
+        rep = await node.archiver.thaw(repo, sha, actor=cli_actor()) if await node.archiver.has_archived(repo, sha) else None
     if args.json:
         print_json({"revision": args.target, "commit": sha, "thawed": rep is not None,
                     "chunks": rep.chunks if rep else 0, "raw_bytes": rep.raw_bytes if rep else 0})
@@ -69,7 +70,7 @@ async def run_thaw(args: argparse.Namespace) -> int:
 
 async def run_gc(args: argparse.Namespace) -> int:
     async with node_for(args) as node:
-        rep = await node.collector.gc(dry_run=args.dry_run)
+        rep = await node.collector.gc(dry_run=args.dry_run, actor=cli_actor())
     if args.json:
         print_json(rep.__dict__)
         return 0

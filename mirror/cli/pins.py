@@ -1,13 +1,13 @@
 """`mirror pin REPO@REV` and `mirror unpin REPO@REV`: keep a revision whatever the
-lifecycle policy says (listed by `mirror ls`)."""
+lifecycle policy says (listed by `mirror ls`). Both are audited (`pin.add`, `pin.remove`)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from mirror.cli.common import add_config_args, print_json
-from mirror.cli.inspect import open_catalog
+from mirror.audit.actor import cli_actor
+from mirror.cli.common import add_config_args, node_for, print_json
 from mirror.model import REPO_TYPES
 
 
@@ -33,8 +33,9 @@ async def run_pin(args: argparse.Namespace) -> int:
     from mirror.admin.revisions import parse_spec
 
     key, rev = parse_spec(args.spec, args.repo_type)
-    async with open_catalog(args) as catalog:
-        commit = await pin(catalog, key, rev, args.label)
+    async with node_for(args) as node:
+        commit = await pin(node.catalog, key, rev, args.label)
+        node.audit.record(cli_actor(), "pin.add", f"{key}@{commit}", label=args.label or (rev or ""))
     if args.json:
         print_json({"repo": key.repo_id, "repo_type": key.repo_type, "commit": commit, "pinned": True,
                     "label": args.label or (rev or "")})
@@ -48,8 +49,9 @@ async def run_unpin(args: argparse.Namespace) -> int:
     from mirror.admin.revisions import parse_spec
 
     key, rev = parse_spec(args.spec, args.repo_type)
-    async with open_catalog(args) as catalog:
-        commit, removed = await unpin(catalog, key, rev)
+    async with node_for(args) as node:
+        commit, removed = await unpin(node.catalog, key, rev)
+        node.audit.record(cli_actor(), "pin.remove", f"{key}@{commit}", was_pinned=removed)
     if args.json:
         print_json({"repo": key.repo_id, "repo_type": key.repo_type, "commit": commit, "pinned": False,
                     "was_pinned": removed})

@@ -5,7 +5,8 @@ client requests use; `sync` holds `locks/sync.lock`
 so overlapping cron runs are harmless. `mirror sync --from URL [--repo PATTERN]...`
 replicates another mirror node instead (its `Replicator`, peers/replicate.py: the
 source's changelog, verified manifests, missing chunks only), under the same lock; the
-Hub is not asked. Exit status: 0 success (or "already running"), 1 when anything
+Hub is not asked. Runs that change content are audited (`sync.pull`, `sync.run`,
+`sync.from`; outcome 'error' when anything failed). Exit status: 0 success (or "already running"), 1 when anything
 failed (listed), 2 for usage or config errors.
 """
 
@@ -17,11 +18,12 @@ import os
 import sys
 from typing import Any
 
+from mirror.audit.actor import cli_actor
 from mirror.caller import Caller
 from mirror.cli.common import add_config_args, human_bytes, load_config, node_for, print_json
 from mirror.cli.progress import Progress
 from mirror.config import SyncRepo
-from mirror.errors import UsageError
+from mirror.errors import MirrorError, UsageError
 from mirror.model import REPO_TYPES
 
 
@@ -75,6 +77,8 @@ async def run_pull(args: argparse.Namespace) -> int:
             report = await node.syncer.run(repos=[spec], caller=_caller(args), concurrency=args.concurrency, progress=progress)
         finally:
             progress.close()
+        target = ("" if args.repo_type == "model" else f"{args.repo_type}s/") + args.repo
+        _audit_sync(node, "sync.pull", f"{target}@{args.revision}" if args.revision else target, report)
     return _render(report, args)
 
 
@@ -94,7 +98,16 @@ async def run_sync_cmd(args: argparse.Namespace) -> int:
                 report = await node.syncer.run(caller=_caller(args), dry_run=args.dry_run, concurrency=args.concurrency, progress=progress)
             finally:
                 progress.close()
+        if not args.dry_run:
+            _audit_sync(node, "sync.run", "watch list", report)
     return _render(report, args)
+
+
+def _audit_sync(node: Any, action: str, target: str, report: Any) -> None:
+    node.audit.record(cli_actor(), action, target, "ok" if report.ok else "error",
+                      repos=[str(r.plan.key) for r in report.repos],
+                      files_fetched=sum(r.files_fetched for r in report.repos),
+                      bytes_fetched=sum(r.bytes_fetched for r in report.repos), failures=len(report.failures))
 
 
 def _render(report: Any, args: argparse.Namespace) -> int:
@@ -132,7 +145,15 @@ async def _run_from(args: argparse.Namespace) -> int:
     if any(not r.strip() for r in args.repo):
         raise UsageError("--repo needs a repo id or pattern")
     async with node_for(args, online=True, recover_temps=True) as node:
-        report = await node.replicator.run(args.source, args.repo or None, wait=args.wait)
+        try:
+            report = await node.replicator.run(args.source, args.repo or None, wait=args.wait)
+        except MirrorError as exc:
+            node.audit.record(cli_actor(), "sync.from", args.source, "error", repos=args.repo, error=exc.message)
+            raise
+        node.audit.record(cli_actor(), "sync.from", report.source, "ok" if report.ok else "error", repos=args.repo,
+                          source_key=report.source_key, revisions=report.revisions, refs=report.refs, files=report.files,
+                          bytes_fetched=report.bytes_fetched, serial_from=report.serial_from, serial=report.serial,
+                          failures=len(report.failures))
     if args.json:
         print_json(report.to_json())
         return 0 if report.ok else 1

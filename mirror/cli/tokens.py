@@ -7,18 +7,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import getpass
 from typing import Any
 
+from mirror.audit.actor import cli_actor
 from mirror.cli.common import add_config_args, load_config, node_for, print_json
 from mirror.errors import UsageError
-
-
-def cli_actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
 
 
 def register(sub: Any) -> None:

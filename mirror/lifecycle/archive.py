@@ -25,12 +25,14 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from mirror import crashpoints
+from mirror.audit.actor import LIFECYCLE
+from mirror.audit.log import AuditLog
 from mirror.catalog import Catalog
 from mirror.catalog.repos import RepoCatalog
 from mirror.clock import Clock
 from mirror.errors import ChunkMissing, RevisionNotFound, UsageError
 from mirror.flock import FileLock
-from mirror.lifecycle.policy import Graph, Policy, cold_revisions, flush_access, load_graph
+from mirror.lifecycle.policy import Graph, Policy, cold_revisions, flush_access, load_graph, repo_names
 from mirror.model import RepoKey
 from mirror.store.chunker import sniff_group_width
 from mirror.store.chunkstore import ChunkStore
@@ -91,21 +93,23 @@ class Archiver:
     """Archive and thaw (module docstring: the steps and their crash points)."""
 
     def __init__(self, catalog: Catalog, store: ChunkStore, packs: PackStore, executor: Executor, clock: Clock,
-                 policy: Policy, lock: FileLock) -> None:
+                 policy: Policy, lock: FileLock, audit: AuditLog) -> None:
         self.catalog = catalog
         self.store = store
         self.packs = packs
+        self.audit = audit
         self.executor = executor
         self.clock = clock
         self.policy = policy
         self.lock = lock
 
-    async def archive(self, *, policy: Policy | None = None, older_than: float | None = None, dry_run: bool = False) -> ArchiveReport:
+    async def archive(self, *, policy: Policy | None = None, older_than: float | None = None, dry_run: bool = False,
+                      actor: str = LIFECYCLE) -> ArchiveReport:
         policy = policy or self.policy
         with self.lock.held():
-            return await self._archive(policy, older_than, dry_run)
+            return await self._archive(policy, older_than, dry_run, actor)
 
-    async def _archive(self, policy: Policy, older_than: float | None, dry_run: bool) -> ArchiveReport:
+    async def _archive(self, policy: Policy, older_than: float | None, dry_run: bool, actor: str) -> ArchiveReport:
         await flush_access(self.catalog)
         if not dry_run:
             self.packs.remove_stale_temps()  # of a run killed at step 1
@@ -181,6 +185,15 @@ class Archiver:
         if fresh or rep.chunks or rep.hot_deleted:
             await lc.mark_archived([(r.repo, r.sha, r.hits) for r in fresh])
             await lc.audit("archive", f"{len(fresh)} revisions, {rep.chunks} chunks, {rep.hot_bytes} hot bytes -> {rep.archive_bytes} archived")
+            names = await repo_names(self.catalog)
+            now = self.clock.now()
+            for r in fresh:
+                self.audit.record(actor, "lifecycle.archive", f"{names.get(r.repo, r.repo)}@{r.sha}",
+                                  idle_days=round((now - r.last_used) / 86400, 1))
+            if rep.chunks or rep.hot_deleted:
+                self.audit.record(actor, "lifecycle.archive", "store", revisions=len(fresh), chunks=rep.chunks,
+                                  hot_bytes=rep.hot_bytes, archive_bytes=rep.archive_bytes, packs=rep.packs,
+                                  hot_deleted=rep.hot_deleted)
             log.info("archive: %d revisions, %d chunks, %d -> %d bytes (saved %d)", len(fresh), rep.chunks, rep.hot_bytes, rep.archive_bytes, rep.saved)
         return rep
 
@@ -231,9 +244,12 @@ class Archiver:
         in_packs = await lc.archived()
         return any(cid in in_packs for cid in graph.chunks_of(graph.rev_manifests.get((repo, sha), set())))
 
-    async def thaw(self, repo: int, sha: str) -> ThawReport:
+    async def thaw(self, repo: int, sha: str, *, actor: str = LIFECYCLE) -> ThawReport:
         with self.lock.held():
-            return await self._thaw(repo, sha)
+            rep = await self._thaw(repo, sha)
+        names = await repo_names(self.catalog)
+        self.audit.record(actor, "lifecycle.thaw", f"{names.get(repo, repo)}@{sha}", chunks=rep.chunks, raw_bytes=rep.raw_bytes)
+        return rep
 
     async def _thaw(self, repo: int, sha: str) -> ThawReport:
         lc = self.catalog.lifecycle

@@ -5,8 +5,9 @@ first until the bytes they free (chunks no kept revision needs any more, counted
 bring usage to `low_watermark`. A watermark is a share of the data volume (`90%`, via
 statvfs) or an absolute size of the store (`500G`, hot frames plus packs). A revision
 used within `gc_grace` is never dropped (a reader in another process may be streaming
-it). Dropping forgets the listing and access rows and writes an audit entry; the bytes
-go at the next GC. A later request simply fetches the file again.
+it). Dropping forgets the listing and access rows and is audited (`lifecycle.evict`, by
+the caller's `actor`: 'lifecycle' for the daemon's rounds); the bytes go at the next GC.
+A later request simply fetches the file again.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
+from mirror.audit.actor import LIFECYCLE
+from mirror.audit.log import AuditLog
 from mirror.catalog import Catalog
 from mirror.clock import Clock
 from mirror.errors import StorageError
 from mirror.flock import FileLock
-from mirror.lifecycle.policy import Policy, Watermark, flush_access, load_graph
+from mirror.lifecycle.policy import Policy, Watermark, flush_access, load_graph, repo_names
 from mirror.store.chunkstore import ChunkStore
 
 log = logging.getLogger("mirror.lifecycle")
@@ -37,8 +40,10 @@ class EvictReport:
 class Evictor:
     """Eviction under the watermarks (module docstring: the rules)."""
 
-    def __init__(self, catalog: Catalog, store: ChunkStore, clock: Clock, policy: Policy, lock: FileLock) -> None:
+    def __init__(self, catalog: Catalog, store: ChunkStore, clock: Clock, policy: Policy, lock: FileLock,
+                 audit: AuditLog) -> None:
         self.catalog = catalog
+        self.audit = audit
         self.store = store
         self.clock = clock
         self.policy = policy
@@ -59,12 +64,12 @@ class Evictor:
             return used, mark(policy.high), mark(policy.low)
         return await self.catalog.lifecycle.stored_bytes(), policy.high.size or 0, policy.low.size or 0
 
-    async def evict(self, *, policy: Policy | None = None, dry_run: bool = False) -> EvictReport:
+    async def evict(self, *, policy: Policy | None = None, dry_run: bool = False, actor: str = LIFECYCLE) -> EvictReport:
         policy = policy or self.policy
         with self.lock.held():
-            return await self._evict(policy, dry_run)
+            return await self._evict(policy, dry_run, actor)
 
-    async def _evict(self, policy: Policy, dry_run: bool) -> EvictReport:
+    async def _evict(self, policy: Policy, dry_run: bool, actor: str) -> EvictReport:
         await flush_access(self.catalog)
         used, high, low = await self.usage(policy)
         rep = EvictReport(used, high, low)
@@ -88,6 +93,7 @@ class Evictor:
             key=lambda r: (r.last_used, r.repo, r.sha),
         )
         need = used - low
+        names: dict[int, str] | None = None
         for r in candidates:
             if rep.freed_estimate >= need:
                 break
@@ -107,4 +113,7 @@ class Evictor:
             if not dry_run:
                 await lc.evict_revision(r.repo, r.sha, detail)
                 self.catalog.repos.forget_listing(r.repo, r.sha)
+                names = names if names is not None else await repo_names(self.catalog)
+                self.audit.record(actor, "lifecycle.evict", f"{names.get(r.repo, r.repo)}@{r.sha}",
+                                  idle_days=round(idle_days, 1), frees_bytes=freed, used_bytes=used, high_bytes=high)
         return rep

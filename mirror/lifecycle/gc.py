@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 
 from mirror import crashpoints
+from mirror.audit.actor import LIFECYCLE
+from mirror.audit.log import AuditLog
 from mirror.catalog import Catalog
 from mirror.clock import Clock
 from mirror.flock import FileLock
@@ -36,6 +38,8 @@ log = logging.getLogger("mirror.lifecycle")
 
 # A pack whose live bytes fall below this share of its size is rewritten.
 REPACK_BELOW = 0.5
+# Deleted manifests named in a run's audit record (the count is always there).
+_AUDIT_IDS = 100
 
 
 @dataclass
@@ -56,8 +60,9 @@ class Collector:
     """Mark-and-sweep collection (module docstring: the steps and their crash points)."""
 
     def __init__(self, catalog: Catalog, store: ChunkStore, packs: PackStore, leases: LeaseTable, clock: Clock,
-                 policy: Policy, lock: FileLock) -> None:
+                 policy: Policy, lock: FileLock, audit: AuditLog) -> None:
         self.catalog = catalog
+        self.audit = audit
         self.store = store
         self.packs = packs
         self.leases = leases
@@ -65,12 +70,24 @@ class Collector:
         self.policy = policy
         self.lock = lock
 
-    async def gc(self, *, policy: Policy | None = None, dry_run: bool = False) -> GcReport:
+    async def gc(self, *, policy: Policy | None = None, dry_run: bool = False, actor: str = LIFECYCLE) -> GcReport:
         policy = policy or self.policy
         with self.lock.held():
-            return await self._gc(policy, dry_run)
+            return await self._gc(policy, dry_run, actor)
 
-    async def _gc(self, policy: Policy, dry_run: bool) -> GcReport:
+    def _audit(self, rep: GcReport, dead_manifests: list[str], actor: str) -> None:
+        """One record per run that deleted anything; the deleted manifests' identities are
+        listed up to _AUDIT_IDS (an eviction's record names the revisions themselves)."""
+        if rep.dry_run or not any((rep.manifests_deleted, rep.chunk_files_deleted, rep.chunk_rows_deleted,
+                                   rep.packs_deleted, rep.packs_repacked, rep.dangling_manifests)):
+            return
+        self.audit.record(actor, "lifecycle.gc", "store", manifests_deleted=rep.manifests_deleted,
+                          manifests=dead_manifests[:_AUDIT_IDS], chunk_files_deleted=rep.chunk_files_deleted,
+                          bytes_freed=rep.bytes_freed, chunk_rows_deleted=rep.chunk_rows_deleted,
+                          packs_deleted=rep.packs_deleted, packs_repacked=rep.packs_repacked,
+                          dangling_manifests=rep.dangling_manifests)
+
+    async def _gc(self, policy: Policy, dry_run: bool, actor: str) -> GcReport:
         await flush_access(self.catalog)
         lc = self.catalog.lifecycle
         loop = asyncio.get_running_loop()
@@ -147,6 +164,7 @@ class Collector:
             " (dry run)" if dry_run else "", rep.manifests_deleted, rep.chunk_files_deleted, rep.bytes_freed,
             rep.chunk_rows_deleted, rep.kept_young, rep.kept_leased, rep.packs_deleted, rep.packs_repacked,
         )
+        self._audit(rep, dead_manifests, actor)
         return rep
 
     async def _drop_dangling(self, known: set[str], deleted: set[str]) -> int:

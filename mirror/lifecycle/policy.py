@@ -87,6 +87,11 @@ def cold_revisions(graph: Graph, policy: Policy, now: float, older_than: float |
     return sorted(cold, key=lambda r: (r.last_used, r.repo, r.sha))
 
 
+async def repo_names(catalog: Catalog) -> dict[int, str]:
+    """repo id -> its name as users write it ('org/m', 'datasets/org/d'), for audit records."""
+    return {r.id: str(r.key) for r in await catalog.repos.list_repos()}
+
+
 async def revision_access(catalog: Catalog, repo: int) -> dict[str, tuple[float, int]]:
     """commit -> (last access, hits) of a repo, including accesses not yet flushed; for
     `mirror ls` / `mirror show`."""
