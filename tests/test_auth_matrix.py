@@ -32,7 +32,7 @@ from tests.test_auth import cli, token
 
 HERE = Path(__file__).parent
 TABLE = json.loads((HERE / "auth_table.json").read_text())
-CONFIG = "{\"x\": 1}".encode()
+CONFIG = b"{\"x\": 1}"
 WEIGHTS = b"\x08\x00\x00\x00\x00\x00\x00\x00{}      " + bytes(range(256)) * 4
 ROLES = ("admin", "developer", "auditor", "anonymous")
 # Config name in auth_table.json -> the [auth] table of its daemon.
@@ -143,7 +143,8 @@ def sites(hub: FakeHub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
             admin = token(m, "root", "admin")
             m.start()
             out[config] = Site(config, m, {"admin": admin, "anonymous": None})
-            for name, role, grants in (("dev", "developer", list(DEV_GRANTS)), ("aud", "auditor", []), ("victim", "developer", [])):
+            made = (("dev", "developer", list(DEV_GRANTS)), ("aud", "auditor", []), ("victim", "developer", []))
+            for name, role, grants in made:
                 status, _h, body = call(m, "POST", f"{A}/tokens", admin, {"name": name, "role": role, "grants": grants})
                 assert status == 200, body
                 out[config].tokens[{"dev": "developer", "aud": "auditor"}.get(name, name)] = json.loads(body)["token"]
