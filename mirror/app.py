@@ -26,18 +26,15 @@ from mirror.http.auth import GATE, ROUTE_ACTIONS, auth_middleware
 from mirror.http import admin_api
 from mirror.http.allowlist import ALLOWLIST, Allowlist, allowlist_middleware
 from mirror.http.caller import caller_middleware
-from mirror.http.context import AUDIT, CONFIG, COUNTERS, FILES, METADATA, PASSTHROUGH
+from mirror.http.context import AUDIT, CONFIG, COUNTERS, FILES, METADATA, NODE, PASSTHROUGH
 from mirror.http.listen import Listener, listen, listen_tcp
 from mirror.http.middleware import ACCESS_LOG_ON, access_middleware, errors_middleware
 from mirror.http.peer_api import PEER_AUTH, PEER_KEY, PEER_SERVICE, PEER_TABLE, peer_routes
 from mirror.http.routes import AdminRoute, setup_routes
 from mirror.http.tls import server_context
-from mirror.node import Node, open_node
+from mirror.node import open_node
 
 log = logging.getLogger("mirror")
-
-NODE = web.AppKey("node", Node)
-
 
 # Outermost first. The allowlist comes right after the access log: a refused request
 # still gets its access line, and nothing else runs for it.

@@ -1,10 +1,12 @@
-"""Inspection for `mirror ls` and `mirror show`: what the mirror holds, per repo and per
-revision, answered from the catalog alone (no upstream, works beside a running daemon).
+"""Inspection for `mirror ls`, `mirror show` and `mirror stats` (and their admin API
+twins): what the mirror holds, per repo and per revision, answered from the catalog
+alone (no upstream, works beside a running daemon).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from mirror.catalog import Catalog
 from mirror.catalog.pins import Pin
@@ -23,6 +25,19 @@ class RepoSummary:
     stored_bytes: int
     last_access: float | None
     pins: list[Pin]
+
+    def to_json(self) -> dict[str, Any]:
+        """One repo as `mirror ls --json` and `GET /_admin/v1/repos` show it."""
+        return {
+            "repo": self.key.repo_id,
+            "repo_type": self.key.repo_type,
+            "refs": self.refs,
+            "commits": self.commits,
+            "logical_bytes": self.logical_bytes,
+            "stored_bytes": self.stored_bytes,
+            "last_access": self.last_access,
+            "pins": [{"commit": p.commit, "label": p.label} for p in self.pins],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +81,21 @@ async def show_revision(catalog: Catalog, key: RepoKey, rev: str | None) -> Revi
     refs = [name or "(default)" for name, sha in (await catalog.repos.refs_of(repo)).items() if sha == commit]
     pinned = any(p.commit == commit for p in await catalog.pins.pins_of(repo))
     return RevisionView(key, commit, refs, pinned, await catalog.usage.revision(repo, commit))
+
+
+async def store_stats(catalog: Catalog) -> dict[str, Any]:
+    """What `mirror stats --json` and `GET /_admin/v1/stats` show."""
+    st = await catalog.content.stats()
+    counters = await catalog.meta.counters()
+    return {
+        "files": st.files,
+        "logical_bytes": st.logical_bytes,
+        "stored_bytes": st.stored_bytes,
+        "unique_raw_bytes": st.unique_raw_bytes,
+        "chunks": st.chunks,
+        "dedup_ratio": round(st.dedup_ratio, 4),
+        "compression_ratio": round(st.compression_ratio, 4),
+        "stored_over_logical": round(st.stored_bytes / st.logical_bytes, 4) if st.logical_bytes else 1.0,
+        "upstream_bytes_fetched": counters.get("upstream_bytes", 0),
+        "bytes_served": counters.get("served_bytes", 0),
+    }

@@ -97,9 +97,9 @@ class Gate:
         changes them in another process)."""
         now = self.clock.monotonic()
         if now - self._read_at >= _GRANTS_REFRESH:
+            self._read_at = now  # first: the requests arriving during the reads do not read again
             self._grants = [(repo, grantee) for repo, grantee, _at, _by in await self.catalog.grants()]
             self.policy.set_local(await self.catalog.local_namespaces())
-            self._read_at = now
 
     async def _granted(self, key: RepoKey, caller: Caller) -> bool:
         """Whether an admin granted the service token for `key` to this caller."""

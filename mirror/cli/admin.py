@@ -80,28 +80,17 @@ def _full(path: object) -> str:
 
 
 async def run_stats(args: argparse.Namespace) -> int:
+    from mirror.admin.inspect import store_stats
+
     async with node_for(args) as node:
-        st = await node.catalog.content.stats()
-        counters = await node.catalog.meta.counters()
-    data = {
-        "files": st.files,
-        "logical_bytes": st.logical_bytes,
-        "stored_bytes": st.stored_bytes,
-        "unique_raw_bytes": st.unique_raw_bytes,
-        "chunks": st.chunks,
-        "dedup_ratio": round(st.dedup_ratio, 4),
-        "compression_ratio": round(st.compression_ratio, 4),
-        "stored_over_logical": round(st.stored_bytes / st.logical_bytes, 4) if st.logical_bytes else 1.0,
-        "upstream_bytes_fetched": counters.get("upstream_bytes", 0),
-        "bytes_served": counters.get("served_bytes", 0),
-    }
+        data = await store_stats(node.catalog)
     if args.json:
         print_json(data)
     else:
         print(f"files (contents)   {data['files']}")
         print(f"chunks             {data['chunks']}")
-        print(f"logical bytes      {human_bytes(st.logical_bytes)}")
-        print(f"stored bytes       {human_bytes(st.stored_bytes)}  ({data['stored_over_logical']:.3f} of logical)")
+        print(f"logical bytes      {human_bytes(data['logical_bytes'])}")
+        print(f"stored bytes       {human_bytes(data['stored_bytes'])}  ({data['stored_over_logical']:.3f} of logical)")
         print(f"dedup ratio        {data['dedup_ratio']:.3f}  (logical / unique)")
         print(f"compression ratio  {data['compression_ratio']:.3f}  (stored / unique)")
         print(f"upstream fetched   {human_bytes(data['upstream_bytes_fetched'])}")

@@ -41,19 +41,7 @@ async def run_ls(args: argparse.Namespace) -> int:
     async with open_catalog(args) as catalog:
         repos = await list_repos(catalog)
     if args.json:
-        print_json([
-            {
-                "repo": r.key.repo_id,
-                "repo_type": r.key.repo_type,
-                "refs": r.refs,
-                "commits": r.commits,
-                "logical_bytes": r.logical_bytes,
-                "stored_bytes": r.stored_bytes,
-                "last_access": r.last_access,
-                "pins": [{"commit": p.commit, "label": p.label} for p in r.pins],
-            }
-            for r in repos
-        ])
+        print_json([r.to_json() for r in repos])
         return 0
     if not repos:
         print("no repos")

@@ -10,6 +10,7 @@ from aiohttp import web
 from mirror.audit.log import AuditLog
 from mirror.catalog.meta import MetaCatalog
 from mirror.config import Config
+from mirror.node import Node
 from mirror.resolve.files import Files
 from mirror.resolve.metadata import Metadata
 from mirror.resolve.passthrough import Passthrough
@@ -20,6 +21,9 @@ FILES = web.AppKey("files", Files)
 PASSTHROUGH = web.AppKey("passthrough", Passthrough)
 COUNTERS = web.AppKey("counters", MetaCatalog)
 AUDIT = web.AppKey("audit", AuditLog)
+# The whole node, for the admin API only: its handlers are thin calls into components
+# (http/admin_*.py), and they reach many of them.
+NODE = web.AppKey("node", Node)
 
 _HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?", re.ASCII)
 
