@@ -112,4 +112,5 @@ async def read_audit(request: web.Request) -> web.Response:
 
 
 async def verify_audit(request: web.Request) -> web.Response:
-    return json_ok(await node(request).audit.verify())
+    n = node(request)
+    return json_ok((await n.audit.verify(await n.catalog.meta.trusted())).to_json())
