@@ -249,6 +249,22 @@ def test_admin_api_input_and_token_lifecycle(sites: dict[str, Site]) -> None:
     assert call(m, "GET", f"{A}/ping", admin)[0] == 200
     listing = {t["name"]: t for t in json.loads(call(m, "GET", f"{A}/tokens", admin)[2])}
     assert listing["gone"]["revoked_at"] and not listing["root"]["revoked_at"]
+    # The admin's changes and the refusals are in the audit log, under the token's name,
+    # and the chain verifies; no token secret is in it.
+    deadline = time.monotonic() + 10
+    records: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        status, _h, body = call(m, "GET", f"{A}/audit?limit=5000", admin)
+        records = json.loads(body)
+        if any(r["action"] == "token.revoke" and r["target"] == "gone" for r in records):
+            break
+        time.sleep(0.3)
+    assert any(r["actor"] == "root" and r["action"] == "token.create" and r["target"] == "brief" for r in records)
+    assert any(r["actor"] == "root" and r["action"] == "token.revoke" and r["target"] == "gone" for r in records)
+    assert any(r["action"] == "auth.denied" and r["outcome"] == "denied" for r in records)
+    assert made["gone"] not in body.decode() and made["brief"] not in body.decode()
+    report = json.loads(call(m, "GET", f"{A}/audit/verify", admin)[2])
+    assert report["ok"] and report["records"] >= len(records)
 
 
 def test_two_factor_admin_over_http(hub: FakeHub, tmp_path: Path) -> None:
