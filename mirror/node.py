@@ -12,6 +12,7 @@ The wiring, in dependency order (arrows: "is given to"):
     layout -> LocalBackend, PackStore -> ChunkStore -> Ingestor, ChunkReader
     Catalog (repos, content, meta, api, lifecycle, pins) -> everything that keeps facts
     HubClient -> Access -> Metadata -> Files;  HubClient -> UpstreamOrigin
+    catalog.scans, ChunkStore, AuditLog -> Quarantine -> Files (scans before first serve)
     TrustStore -> PeerClient -> Peers -> PeerOrigin;  TrustStore -> PeerAuth;  Peers -> Discovery
     origins [PeerOrigin, UpstreamOrigin] -> Fetcher (fills) -> Files, Syncer
     Files, Fetcher, PeerOrigin -> PeerService (what peers are answered)
@@ -47,7 +48,7 @@ from mirror.admin.hfcache import HfCacheImporter
 from mirror.audit.log import AuditLog
 from mirror.catalog import Catalog
 from mirror.clock import Clock, SystemClock
-from mirror.config import Config, parse_size
+from mirror.config import Config, parse_duration, parse_size
 from mirror.errors import StorageError
 from mirror.flock import FileLock
 from mirror.ingest import Ingestor
@@ -73,6 +74,7 @@ from mirror.resolve.metadata import Metadata
 from mirror.resolve.origin import Origin
 from mirror.resolve.passthrough import Passthrough
 from mirror.resolve.upstream_origin import UpstreamOrigin
+from mirror.scan.quarantine import Quarantine
 from mirror.scheduler import Scheduler
 from mirror.store.chunkstore import ChunkStore
 from mirror.store.fsio import remove_dead_temps
@@ -137,6 +139,7 @@ class Node:
     replicator: Replicator  # `mirror sync --from`
     discovery: Discovery
     audit: AuditLog
+    quarantine: Quarantine
     online: bool = False
 
     async def __aenter__(self) -> "Node":
@@ -237,7 +240,8 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     peers = Peers(config.peers, peer_client, trust, key.public_hex, clock, layout.peer_state)
     access = Access(hub, catalog.repos, clock, config.cache.auth_ttl)
     metadata = Metadata(hub, catalog.repos, clock, config.cache, access,
-                        fallback=PeerRecords(peers, peer_client, catalog.repos, clock, config.peers.ref_max_age))
+                        fallback=PeerRecords(peers, peer_client, catalog.repos, clock, config.peers.ref_max_age),
+                        min_age=parse_duration(config.policy.min_upstream_age))
     lifecycle = LifecycleJob(archiver, evictor, collector)
     # Short of space: evict and collect now, whatever the lifecycle schedule.
     space = SpaceGuard(layout.root, parse_size(config.store.min_free), clock,
@@ -246,7 +250,11 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     peer_origin = PeerOrigin(peers, peer_client, trust, store, catalog.repos, executor, config.peers, ranges=upstream)
     origins: list[Origin] = [peer_origin, upstream]
     fetcher = Fetcher(origins, ingestor, catalog.repos, catalog.meta, layout, scheduler, space, max_fills=config.server.max_cold_fetches)
-    files = Files(metadata, access, fetcher, catalog.content, catalog.meta, store, reader, origins, clock)
+    audit = AuditLog(clock)
+    # Scans share the store's workers; at most half of them scan at once.
+    quarantine = Quarantine(catalog.scans, store, leases, executor, scheduler, audit,
+                            enabled=config.policy.scan_pickles, slots=max(1, min(2, config.store.workers // 2)))
+    files = Files(metadata, access, fetcher, catalog.content, catalog.meta, store, reader, origins, clock, quarantine)
     node = Node(
         config=config, clock=clock, layout=layout, store=store, packs=packs, catalog=catalog, key=key,
         executor=executor, write_executor=write_executor, leases=leases, ingestor=ingestor, reader=reader,
@@ -263,7 +271,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
                       FileLock(layout.lock_path("sync"), "sync is already running")),
         trust=trust, peer_client=peer_client, peers=peers,
         peer_auth=PeerAuth(trust, clock, config.peers.max_skew, key.public_hex),
-        audit=AuditLog(clock),
+        audit=audit, quarantine=quarantine,
         peer_service=PeerService(files, fetcher, store, catalog.repos, catalog.changes, peer_origin, key.public_hex),
         replicator=Replicator(peer_client, trust, FileCopier(peer_client, trust, store, ingestor, executor, config.peers.batch),
                               ingestor, catalog.repos, catalog.changes, FileLock(layout.lock_path("sync"), "sync is already running")),

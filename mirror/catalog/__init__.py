@@ -1,7 +1,8 @@
 """The catalog: every fact about repos and content, in SQLite. Every SQL statement of the
 project lives in this package.
 
-`Catalog` groups the per-noun parts (`repos`, `content`, `meta`, `api`, `pins`, `usage`, `changes`) over one `Database`.
+`Catalog` groups the per-noun parts (`repos`, `content`, `meta`, `api`, `pins`, `usage`, `changes`,
+`scans`) over one `Database`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from mirror.catalog.db import Database
 from mirror.catalog.lifecycle import LifecycleCatalog
 from mirror.catalog.meta import MetaCatalog
 from mirror.catalog.pins import PinCatalog
+from mirror.catalog.quarantine import ScanCatalog
 from mirror.catalog.repos import RepoCatalog, RepoRow
 from mirror.catalog.usage import UsageCatalog
 from mirror.clock import Clock, SystemClock
@@ -38,6 +40,7 @@ class Catalog:
         self.pins = PinCatalog(db, clock.now)
         self.usage = UsageCatalog(db)
         self.changes = ChangeCatalog(db, clock.now)
+        self.scans = ScanCatalog(db, clock.now)
 
     @classmethod
     async def open(cls, path: Path, clock: Clock | None = None) -> "Catalog":

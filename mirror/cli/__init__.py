@@ -17,10 +17,10 @@ import sys
 from typing import Sequence
 
 from mirror import __version__
-from mirror.cli import admin, bundle, doctor, hfcache, inspect, keys, lifecycle, peers, pins, serve, sync
+from mirror.cli import admin, bundle, doctor, hfcache, inspect, keys, lifecycle, peers, pins, quarantine, serve, sync
 from mirror.errors import MirrorError
 
-_GROUPS = [serve, sync, inspect, pins, hfcache, doctor, bundle, keys, peers, admin, lifecycle]
+_GROUPS = [serve, sync, inspect, pins, hfcache, doctor, bundle, keys, peers, admin, lifecycle, quarantine]
 
 
 class _Parser(argparse.ArgumentParser):
