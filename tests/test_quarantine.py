@@ -201,6 +201,8 @@ def test_stored_files_are_scanned_from_the_chunk_store(hub: FakeHub, tmp_path: P
         scanned = {r["file"].rsplit(":", 1)[1]: r["verdict"] for r in cli_json(m, "quarantine", "scan", "org/old")}
         assert scanned == {"model.bin": "unsafe", "ok.pkl": "clean"}
         assert cli_json(m, "quarantine", "scan") == []  # nothing left without a verdict
+        rescanned = {r["file"].rsplit(":", 1)[1]: r["verdict"] for r in cli_json(m, "quarantine", "scan", "--rescan")}
+        assert rescanned == {"evil.pkl": "unsafe", "model.bin": "unsafe"}  # clean verdicts stand
         assert raw(m.url + "/org/old/resolve/main/model.bin")[0] == 403
         assert raw(m.url + "/org/old/resolve/main/ok.pkl")[2] == CLEAN
         assert hub.bytes_sent == 0  # every scan read the store

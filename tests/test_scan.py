@@ -41,11 +41,9 @@ def test_dangerous_imports_are_found_in_raw_and_zipped_pickles(tmp_path: Path) -
         assert v.verdict == "unsafe", (name, v)
         assert v.findings == (("posix.system",) if data is not text_protocol else ("subprocess.Popen",))
     path = write(tmp_path / "x.pkl", EVIL)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        assert scan_pickle(SpoolView(fd, len(EVIL)), "x.pkl").verdict == "unsafe"
-    finally:
-        os.close(fd)
+    with SpoolView(os.open(path, os.O_RDONLY), len(EVIL)) as view:  # the view owns the descriptor
+        assert scan_pickle(view, "x.pkl").verdict == "unsafe"
+    assert view.closed
     for name, data in (("c.pkl", CLEAN), ("model.pt", torch_zip(CLEAN)), ("vocab.bin", random_bytes(4096, 3))):
         assert scan_pickle(BytesView(data), name).verdict == "clean", name
 

@@ -15,6 +15,9 @@ from typing import Any, Callable
 
 from mirror.catalog.db import Database
 
+# A listed file's content identity (model.py FileEntry.identity), in SQL.
+_FILE_IDENTITY = ("CASE WHEN f.lfs_sha256 IS NOT NULL AND f.lfs_sha256 <> '' "
+                  "THEN 'sha256:' || f.lfs_sha256 ELSE 'sha1:' || f.oid END")
 _COLUMNS = ("identity, verdict, findings, scanner, scanned_at, repo, commit_sha, path, "
             "released_at, released_by, release_reason")
 
@@ -107,23 +110,24 @@ class ScanCatalog:
         )
         return [_scan(r) for r in rows]
 
-    async def unscanned(self, suffixes: tuple[str, ...], repo: tuple[str, str] | None = None) -> list[Candidate]:
+    async def unscanned(self, suffixes: tuple[str, ...], repo: tuple[str, str] | None = None, *,
+                        rescan: bool = False) -> list[Candidate]:
         """Listed files ending in one of `suffixes` whose content is stored (a manifest)
-        and has no verdict: what `mirror quarantine scan` looks at."""
+        and has no verdict (`rescan`: no clean verdict): what `mirror quarantine scan`
+        looks at."""
         like = " OR ".join("lower(f.path) LIKE ?" for _ in suffixes)
         params: list[Any] = [f"%{s}" for s in suffixes]
         where_repo = ""
         if repo is not None:
             where_repo = "AND r.repo_type = ? AND r.repo_id = ?"
             params += list(repo)
+        only_clean = "AND s.verdict = 'clean'" if rescan else ""
         rows = await self.db.fetchall(
             "SELECT r.repo_type, r.repo_id, f.commit_sha, f.path, f.oid, f.size, f.lfs_sha256 "
             "FROM files f JOIN repos r ON r.id = f.repo "
             f"WHERE f.kind = 'file' AND ({like}) {where_repo} "
-            "AND EXISTS (SELECT 1 FROM manifests m WHERE m.identity = "
-            "  CASE WHEN f.lfs_sha256 IS NOT NULL AND f.lfs_sha256 <> '' THEN 'sha256:' || f.lfs_sha256 ELSE 'sha1:' || f.oid END) "
-            "AND NOT EXISTS (SELECT 1 FROM scans s WHERE s.identity = "
-            "  CASE WHEN f.lfs_sha256 IS NOT NULL AND f.lfs_sha256 <> '' THEN 'sha256:' || f.lfs_sha256 ELSE 'sha1:' || f.oid END) "
+            f"AND EXISTS (SELECT 1 FROM manifests m WHERE m.identity = {_FILE_IDENTITY}) "
+            f"AND NOT EXISTS (SELECT 1 FROM scans s WHERE s.identity = {_FILE_IDENTITY} {only_clean}) "
             "ORDER BY r.repo_type, r.repo_id, f.commit_sha, f.path",
             params,
         )

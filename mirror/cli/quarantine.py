@@ -5,7 +5,9 @@ A verdict belongs to the content (its identity, `sha256:...`), so releasing it r
 every path that serves those bytes. Releases are audited with the CLI's actor
 (`cli:<user>`); a running daemon sees a release at its next request for the file.
 `scan` scans stored files of the scanned kinds that have no verdict yet (imports,
-bundles, files stored before scanning was on) without waiting for a client.
+bundles, files stored before scanning was on) without waiting for a client; `--rescan`
+also those refused before (a scan that failed, a newer scanner). Clean verdicts are not
+scanned again: a running daemon remembers them.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ def register(sub: Any) -> None:
     add_config_args(scan)
     scan.add_argument("repo", nargs="?", metavar="REPO", help="only this repo (default: every repo)")
     scan.add_argument("--repo-type", choices=REPO_TYPES, default="model")
+    scan.add_argument("--rescan", action="store_true",
+                      help="also scan again files found unsafe or unscannable (a newer scanner, a failed scan); "
+                           "releases are kept")
     scan.add_argument("--json", action="store_true", help="machine-readable output")
     scan.set_defaults(run=run_scan)
 
@@ -139,7 +144,7 @@ async def _file_identity(node: Any, spec: str, repo_type: str) -> tuple[str, str
 
 
 def _is_identity(text: str) -> bool:
-    return text.startswith(("sha256:", "sha1:")) or re.fullmatch(r"[0-9a-f]{6,64}", text) is not None
+    return text.startswith(("sha256:", "sha1:")) or re.fullmatch(r"[0-9a-f]{4,64}", text) is not None
 
 
 async def run_release(args: argparse.Namespace) -> int:
@@ -169,7 +174,7 @@ async def run_scan(args: argparse.Namespace) -> int:
             key, _rev = parse_spec(args.repo, args.repo_type)
             repo = (key.repo_type, key.repo_id)
         seen: set[str] = set()
-        for c in await node.catalog.scans.unscanned(scanned_suffixes(), repo):
+        for c in await node.catalog.scans.unscanned(scanned_suffixes(), repo, rescan=args.rescan):
             target = FillTarget(RepoKey(c.repo_type, c.repo_id), c.commit,
                                 FileEntry(c.path, "file", c.oid, c.size, c.lfs_sha256))
             if target.identity in seen:

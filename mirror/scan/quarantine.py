@@ -36,7 +36,7 @@ import math
 import os
 import posixpath
 from concurrent.futures import Executor
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from mirror.audit.log import AuditLog
 from mirror.caller import Caller
@@ -47,7 +47,7 @@ from mirror.resolve.fill import Fill
 from mirror.resolve.spool import FillTarget
 from mirror.scan import safetensors
 from mirror.scan.scanner import PICKLE_SUFFIXES, ScanUnreadable, Verdict, scan_pickle
-from mirror.scan.view import ManifestView, SpoolView
+from mirror.scan.view import ByteView, ManifestView, SpoolView
 from mirror.scheduler import Scheduler
 from mirror.store.chunkstore import ChunkStore
 from mirror.store.leases import LeaseTable
@@ -119,7 +119,7 @@ class Quarantine:
             self._judge(scan, target, caller)
             return
         if manifest is not None:
-            task = self._flight(target, lambda: self._scan_stored(target, manifest, caller.actor))
+            task = self._flight(target, lambda: self.scan_stored(target, manifest, caller.actor))
         elif fill is not None:
             task = self._flight(target, lambda: self._scan_fill(target, fill, kind, caller.actor))
         else:
@@ -185,13 +185,9 @@ class Quarantine:
     async def scan_stored(self, target: FillTarget, manifest: Manifest, actor: str) -> Verdict:
         """Scan a stored content over the chunk store and record the verdict (also
         `mirror quarantine scan`)."""
-        return await self._scan_stored(target, manifest, actor)
-
-    async def _scan_stored(self, target: FillTarget, manifest: Manifest, actor: str) -> Verdict:
         held = self.leases.acquire(c.chunk_id for c in manifest.chunks)  # GC keeps them meanwhile
         try:
-            view = ManifestView(self.store, manifest.chunks, manifest.size)
-            verdict = await self._run(target, view)
+            verdict = await self._run(target, lambda: ManifestView(self.store, manifest.chunks, manifest.size))
         finally:
             self.leases.release(held)
         await self._record(target, verdict, actor)
@@ -208,8 +204,10 @@ class Quarantine:
         # A reader of the spool until shortly after the verdict: the ingest, which drops
         # the spool, waits until the client told to go ahead has opened it.
         fill.add_reader()
+        def view() -> SpoolView:  # its own descriptor, closed by the worker when it is done
+            return SpoolView(os.dup(fd), target.size)
+
         try:
-            view = SpoolView(fd, target.size)
             if kind == "safetensors":
                 await self._bytes(fill, min(target.size, 8))
                 n, _fault = safetensors.header_length(os.pread(fd, 8, 0), target.size)
@@ -239,12 +237,16 @@ class Quarantine:
         if fill.verified:
             await self._record(target, verdict, actor)
 
-    async def _run(self, target: FillTarget, view: Any) -> Verdict:
-        scan: Callable[..., Verdict] = scan_pickle if kind_of(target.entry.path) == "pickle" else _scan_header
+    async def _run(self, target: FillTarget, make_view: Callable[[], ByteView]) -> Verdict:
+        """The scan of the view `make_view()` gives, in a worker thread. The view is made
+        once a slot is free and handed to the worker, which closes it: a scan outlives a
+        cancelled waiter (shutdown) without reading a descriptor closed under it."""
+        scan: Callable[[ByteView, str], Verdict] = scan_pickle if kind_of(target.entry.path) == "pickle" else _scan_header
         loop = asyncio.get_running_loop()
         async with self._slots:
+            view = make_view()
             try:
-                return await loop.run_in_executor(self.executor, scan, view, target.entry.path)
+                return await loop.run_in_executor(self.executor, _scan_and_close, scan, view, target.entry.path)
             except ScanUnreadable as exc:
                 if isinstance(exc.cause, MirrorError):
                     raise _fresh(exc.cause) from None
@@ -303,8 +305,15 @@ class Quarantine:
         return released
 
 
-def _scan_header(view: Any, _name: str) -> Verdict:
+def _scan_header(view: ByteView, _name: str) -> Verdict:
     return safetensors.scan_safetensors(view)
+
+
+def _scan_and_close(scan: Callable[[ByteView, str], Verdict], view: ByteView, name: str) -> Verdict:
+    try:
+        return scan(view, name)
+    finally:
+        view.close()
 
 
 def _failed(fill: Fill) -> MirrorError:

@@ -130,12 +130,17 @@ class ByteView(io.RawIOBase):
 
 
 class SpoolView(ByteView):
-    """A fill's spool, by positional reads on an open descriptor (the spool may be
-    unlinked meanwhile by its ingest: the descriptor still reads it)."""
+    """A fill's spool, by positional reads on a descriptor the view owns and closes
+    (the spool may be unlinked meanwhile by its ingest: the descriptor still reads it)."""
 
     def __init__(self, fd: int, size: int, budget: int = BUDGET) -> None:
         super().__init__(size, budget)
         self.fd = fd
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self.fd)
+        super().close()
 
     def _pread(self, offset: int, n: int) -> bytes:
         parts = []
