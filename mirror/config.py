@@ -168,7 +168,8 @@ class PolicyConfig:
     # Refuse upstream commits younger than this for repos not seen before ("0" = off),
     # e.g. "7d": a quarantine period for new upstream artifacts.
     min_upstream_age: str = "0"
-    # Scan pickle-based files (.bin .pt .pth .ckpt .pkl) before their first serve.
+    # Scan pickle-based files (.bin .pt .pth .ckpt .pkl) and check safetensors headers
+    # before their first serve; unsafe or unscannable ones are quarantined (scan/).
     scan_pickles: bool = True
 
 

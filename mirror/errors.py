@@ -253,3 +253,34 @@ class LockBusy(MirrorError):
     """Another process holds an exclusive lock."""
 
     exit_code = 0
+
+
+# --- policy: quarantine and curation (issue 10 item 7) ---------------------------------
+
+
+class Quarantined(MirrorError):
+    """A file whose content a scan found unsafe (or could not scan) and no admin has
+    released (`mirror quarantine release`)."""
+
+    status = 403
+    error_code = "FileQuarantined"
+
+
+class ScanPending(MirrorError):
+    """A file that must be scanned before its first byte is served is still being
+    fetched or scanned: retry after `retry_after` seconds (huggingface_hub retries a 429
+    on its own)."""
+
+    status = 429
+    error_code = "FileBeingScanned"
+
+    def __init__(self, message: str, retry_after: int = 2) -> None:
+        super().__init__(message, **{"Retry-After": str(retry_after)})
+
+
+class CommitTooNew(MirrorError):
+    """`[policy] min_upstream_age` refuses an upstream commit younger than that for a
+    repo this mirror has not seen before."""
+
+    status = 403
+    error_code = "CommitTooNew"

@@ -12,6 +12,7 @@ The wiring, in dependency order (arrows: "is given to"):
     layout -> LocalBackend, PackStore -> ChunkStore -> Ingestor, ChunkReader
     Catalog (repos, content, meta, api, lifecycle, pins) -> everything that keeps facts
     HubClient -> Access -> Metadata -> Files;  HubClient -> UpstreamOrigin
+    catalog.scans, ChunkStore, AuditLog -> Quarantine -> Files (scans before first serve)
     TrustStore -> PeerClient -> Peers -> PeerOrigin;  TrustStore -> PeerAuth;  Peers -> Discovery
     origins [PeerOrigin, UpstreamOrigin] -> Fetcher (fills) -> Files, Syncer
     Files, Fetcher, PeerOrigin -> PeerService (what peers are answered)
@@ -53,7 +54,7 @@ from mirror.auth.tokens import TokenStore
 from mirror.auth.totp import Totp
 from mirror.catalog import Catalog
 from mirror.clock import Clock, SystemClock
-from mirror.config import Config, ConfigError, parse_size
+from mirror.config import Config, ConfigError, parse_duration, parse_size
 from mirror.errors import StorageError
 from mirror.flock import FileLock
 from mirror.ingest import Ingestor
@@ -79,6 +80,7 @@ from mirror.resolve.metadata import Metadata
 from mirror.resolve.origin import Origin
 from mirror.resolve.passthrough import Passthrough
 from mirror.resolve.upstream_origin import UpstreamOrigin
+from mirror.scan.quarantine import Quarantine
 from mirror.scheduler import Scheduler
 from mirror.store.chunkstore import ChunkStore
 from mirror.store.fsio import remove_dead_temps
@@ -147,6 +149,7 @@ class Node:
     tokens: TokenStore
     totp: Totp
     gate: Gate
+    quarantine: Quarantine
     online: bool = False
 
     async def __aenter__(self) -> "Node":
@@ -249,7 +252,8 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     peers = Peers(config.peers, peer_client, trust, key.public_hex, clock, layout.peer_state)
     access = Access(hub, catalog.repos, clock, config.cache.auth_ttl)
     metadata = Metadata(hub, catalog.repos, clock, config.cache, access,
-                        fallback=PeerRecords(peers, peer_client, catalog.repos, clock, config.peers.ref_max_age))
+                        fallback=PeerRecords(peers, peer_client, catalog.repos, clock, config.peers.ref_max_age),
+                        min_age=parse_duration(config.policy.min_upstream_age))
     lifecycle = LifecycleJob(archiver, evictor, collector)
     # Short of space: evict and collect now, whatever the lifecycle schedule.
     space = SpaceGuard(layout.root, parse_size(config.store.min_free), clock,
@@ -261,7 +265,10 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
                              write_executor=write_executor)
     origins: list[Origin] = [peer_origin, upstream]
     fetcher = Fetcher(origins, ingestor, catalog.repos, catalog.meta, layout, scheduler, space, max_fills=config.server.max_cold_fetches)
-    files = Files(metadata, access, fetcher, catalog.content, catalog.meta, store, reader, origins, clock)
+    # Scans share the store's workers; at most half of them scan at once.
+    quarantine = Quarantine(catalog.scans, store, leases, executor, scheduler, audit,
+                            enabled=config.policy.scan_pickles, slots=max(1, min(2, config.store.workers // 2)))
+    files = Files(metadata, access, fetcher, catalog.content, catalog.meta, store, reader, origins, clock, quarantine)
     node = Node(
         config=config, clock=clock, layout=layout, store=store, packs=packs, catalog=catalog, key=key,
         executor=executor, write_executor=write_executor, leases=leases, ingestor=ingestor, reader=reader,
@@ -278,7 +285,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
                       FileLock(layout.lock_path("sync"), "sync is already running")),
         trust=trust, peer_client=peer_client, peers=peers,
         peer_auth=PeerAuth(trust, clock, config.peers.max_skew, key.public_hex),
-        audit=audit, tokens=tokens, totp=totp,
+        audit=audit, tokens=tokens, totp=totp, quarantine=quarantine,
         gate=Gate(config.auth, tokens, totp, RepoPolicy(config.auth), catalog.tokens, audit, clock,
                   service_token=read_secret_file(config.upstream.service_token_file, "upstream.service_token_file")),
         peer_service=PeerService(files, fetcher, store, catalog.repos, catalog.changes, peer_origin, key.public_hex),

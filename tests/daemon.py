@@ -44,6 +44,10 @@ class MirrorDaemon:
         tables["upstream"].setdefault("read_timeout", 10.0)
         tables.setdefault("store", {}).setdefault("data_dir", str(self.data_dir))
         tables.setdefault("server", {}).setdefault("port", 0)
+        # The transport tests serve random bytes under model file names (a random
+        # "model.safetensors" has no valid header); scanning is opted into by the tests
+        # of the quarantine (tests/test_quarantine.py).
+        tables.setdefault("policy", {}).setdefault("scan_pickles", False)
         self.config_path = self.data_dir.parent / f"{self.data_dir.name}.toml"
         lines = []
         for table, values in tables.items():

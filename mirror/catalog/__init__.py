@@ -2,7 +2,7 @@
 project lives in this package.
 
 `Catalog` groups the per-noun parts (`repos`, `content`, `meta`, `api`, `pins`, `usage`, `changes`,
-`tokens`, `audit`) over one `Database`.
+`tokens`, `audit`, `scans`) over one `Database`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from mirror.catalog.db import Database
 from mirror.catalog.lifecycle import LifecycleCatalog
 from mirror.catalog.meta import MetaCatalog
 from mirror.catalog.pins import PinCatalog
+from mirror.catalog.quarantine import ScanCatalog
 from mirror.catalog.repos import RepoCatalog, RepoRow
 from mirror.catalog.tokens import TokenCatalog
 from mirror.catalog.usage import UsageCatalog
@@ -43,6 +44,7 @@ class Catalog:
         self.changes = ChangeCatalog(db, clock.now)
         self.tokens = TokenCatalog(db, clock.now)
         self.audit = AuditCatalog(db, clock.now)
+        self.scans = ScanCatalog(db, clock.now)
 
     @classmethod
     async def open(cls, path: Path, clock: Clock | None = None) -> "Catalog":

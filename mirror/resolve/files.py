@@ -8,6 +8,13 @@ a client gets is either verified content or fill bytes behind the hold-back, nev
 byte from upstream that a later check could reject (threat-model U1; a client that
 resumes with Range cannot stitch a wrong file), and a resume during a running fill
 costs upstream nothing more.
+
+Files of scanned kinds (pickle-based weights, safetensors) pass the `Quarantine`
+(scan/quarantine.py) in `open`: a content already quarantined is refused before any
+fetch, one without a verdict is scanned where it is before any source is handed out.
+`locate` (and so HEAD) is left alone: metadata is harmless, and huggingface_hub reports
+a refused GET as the mirror's 403 error while it reports a refused HEAD as a
+connection problem.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from mirror.resolve.fetcher import Fetcher
 from mirror.resolve.fill import Fill, FillTarget
 from mirror.resolve.metadata import Metadata, Resolved
 from mirror.resolve.origin import Origin
+from mirror.scan.quarantine import Quarantine
 from mirror.store.chunkstore import ChunkStore
 from mirror.store.reader import ChunkReader
 
@@ -104,9 +112,11 @@ class Files:
         reader: ChunkReader,
         origins: Sequence[Origin],
         clock: Clock,
+        quarantine: Quarantine | None = None,
     ) -> None:
         """`origins` feed the direct streams of files the node cannot store now (the
-        fills of `fetcher` are fed by the same list)."""
+        fills of `fetcher` are fed by the same list); `quarantine` (None: nothing is
+        scanned) admits the files that must be scanned before they are served."""
         self.metadata = metadata
         self.access = access
         self.fetcher = fetcher
@@ -116,6 +126,7 @@ class Files:
         self.reader = reader
         self.origins = origins
         self.clock = clock
+        self.quarantine = quarantine
         self._present: dict[str, float] = {}
 
     async def locate(self, key: RepoKey, revision: str, path: str, caller: Caller) -> tuple[Resolved, FileEntry]:
@@ -129,22 +140,38 @@ class Files:
     async def open(self, res: Resolved, entry: FileEntry, caller: Caller) -> Source:
         """The best source of the file's bytes (any range of them)."""
         self.usage.touch(res.repo, res.commit)
+        target = FillTarget(res.key, res.commit, entry)
+        if self.quarantine is not None:
+            await self.quarantine.check(target, caller)  # known quarantined: refused before any fetch
         man = await self.stored_manifest(entry.identity)
         if man is not None:
+            await self._admit(target, caller, manifest=man)
             return StoreSource(man, self.reader, self.forget)
         try:
             # The running (or verified) fill of this content, or a new one.
-            fill = self.fetcher.start(FillTarget(res.key, res.commit, entry), caller)
+            fill = self.fetcher.start(target, caller)
         except StorageError as exc:
+            await self._admit(target, caller)  # a content never scanned cannot go uncached
             return await self._direct(res, entry, caller, exc)
+        await self._admit(target, caller, fill=fill)
+        if fill.ingested.is_set():  # stored (and its spool dropped) while it was scanned
+            man = await self.stored_manifest(entry.identity)
+            if man is not None:
+                return StoreSource(man, self.reader, self.forget)
         if not fill.written and not fill.verified:
             await fill.wait_started(_FIRST_BYTE_WAIT)
             if isinstance(fill.error, StorageError) and not fill.written:
                 return await self._direct(res, entry, caller, fill.error)
             if fill.error is not None and not fill.written:
                 raise _replay(fill.error)
-        target = FillTarget(res.key, res.commit, entry)
         return FillSource(fill, lambda: DirectSource(self.origins, target, caller))
+
+    async def _admit(self, target: FillTarget, caller: Caller, *, manifest: Manifest | None = None,
+                     fill: Fill | None = None) -> None:
+        """Raise unless the quarantine lets this content be served (scanning it first
+        from the store or the fill when it has no verdict yet)."""
+        if self.quarantine is not None:
+            await self.quarantine.admit(target, caller, manifest=manifest, fill=fill)
 
     async def _direct(self, res: Resolved, entry: FileEntry, caller: Caller, why: StorageError) -> DirectSource:
         """The node cannot store this file now: stream it to this client uncached."""

@@ -79,6 +79,12 @@ class Fill:
             except TimeoutError:
                 return
 
+    async def wait_written(self, n: int) -> None:
+        """Wait until the first `n` bytes are in the spool (not necessarily verified) or
+        the fill ended: a scanner reads a file's header before the fill completes."""
+        while self.written < n and not self.done.is_set() and not self.verified:
+            await self._changed.wait()
+
     def notify(self) -> None:
         ev, self._changed = self._changed, asyncio.Event()
         ev.set()
@@ -97,8 +103,7 @@ class Fill:
         except FileNotFoundError:
             # The fill failed and dropped its spool before this follower opened it.
             raise UpstreamError(f"upstream fetch failed: {self.error.message if self.error else 'spool is gone'}") from None
-        self.readers += 1
-        self.no_readers.clear()
+        self.add_reader()
         try:
             pos = start
             while pos < end:
@@ -132,6 +137,15 @@ class Fill:
                     continue
         finally:
             os.close(fd)
-            self.readers -= 1
-            if not self.readers:
-                self.no_readers.set()
+            self.drop_reader()
+
+    def add_reader(self) -> None:
+        """One more reader of the spool: the ingest (which drops the spool) waits for
+        them all to be gone (a follower's stream, a scanner handing over to one)."""
+        self.readers += 1
+        self.no_readers.clear()
+
+    def drop_reader(self) -> None:
+        self.readers -= 1
+        if not self.readers:
+            self.no_readers.set()

@@ -11,7 +11,12 @@ Rules (design.md §3):
   metadata is restricted; a gated repo's is public, as on the Hub: only its file bytes
   are gated, by `Access.check` in resolve/files.py);
 - a repo gets a catalog row only once upstream answered for it, so requests for repo
-  ids that do not exist leave nothing behind.
+  ids that do not exist leave nothing behind;
+- with `[policy] min_upstream_age`, a repo none of whose commits this mirror has taken
+  yet is taken only at a commit at least that old (upstream's `lastModified` of the
+  revision): a brand-new upload is refused (403 `CommitTooNew`) until it has aged, and
+  nothing is recorded, so a retry is judged the same way. Repos already taken accept
+  new commits as before.
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from mirror.caller import Caller
 from mirror.catalog.repos import RepoCatalog
 from mirror.clock import Clock
 from mirror.config import CacheConfig
-from mirror.errors import LocalOnly, StorageError, UpstreamError
+from mirror.errors import CommitTooNew, LocalOnly, StorageError, UpstreamError
 from mirror.model import FileEntry, RepoKey
 from mirror.resolve.access import Access
 from mirror.singleflight import SingleFlight
@@ -58,8 +64,11 @@ class Resolved:
 
 class Metadata:
     def __init__(self, hub: HubClient, repos: RepoCatalog, clock: Clock, config: CacheConfig, access: Access,
-                 fallback: Fallback | None = None) -> None:
+                 fallback: Fallback | None = None, min_age: float = 0.0) -> None:
+        """`min_age`: seconds an upstream commit must have aged before a repo never
+        seen before is taken (0: any)."""
         self.hub = hub
+        self.min_age = min_age
         self.fallback = fallback
         self.repos = repos
         self.clock = clock
@@ -151,6 +160,8 @@ class Metadata:
             if not isinstance(info, dict) or not isinstance(info.get("sha"), str) or not FULL_SHA.fullmatch(info["sha"]):
                 raise UpstreamError("upstream repo info has no commit sha")
             info = strip_xet(info)
+            if self.min_age and not await self._seen(key):
+                self._check_age(key, info)
             private = bool(info.get("private"))
             gated = info.get("gated") or ""
             try:
@@ -175,6 +186,24 @@ class Metadata:
             return repo, info
 
         return await self._flights.share(("info", key, rev, caller.fingerprint), fetch)  # type: ignore[no-any-return]
+
+    async def _seen(self, key: RepoKey) -> bool:
+        """Whether this mirror already took a commit of the repo. A row alone does not
+        count: a pass-through call (refs, commits) records a repo's visibility without
+        taking any of its commits."""
+        repo = await self.repos.repo_id(key, create=False)
+        return repo is not None and bool(await self.repos.find_commit(repo, ""))  # any sha: at most 2 rows
+
+    def _check_age(self, key: RepoKey, info: dict[str, Any]) -> None:
+        """Refuse a commit younger than `min_age` (or of unknown age) for a new repo."""
+        policy = f"[policy] min_upstream_age = {_human(self.min_age)} refuses commits younger than that for repos not seen before"
+        try:
+            when = datetime.fromisoformat(str(info.get("lastModified"))).timestamp()
+        except ValueError:
+            raise CommitTooNew(f"{key}@{info['sha'][:12]}: upstream gave no commit date; {policy}") from None
+        age = self.clock.now() - when
+        if age < self.min_age:
+            raise CommitTooNew(f"{key}@{info['sha'][:12]} was committed upstream {_human(max(age, 0))} ago; {policy}")
 
     # --- listing ------------------------------------------------------------------------------
 
@@ -220,6 +249,13 @@ class Metadata:
 
     async def entry(self, res: Resolved, path: str, caller: Caller) -> FileEntry | None:
         return (await self.listing(res, caller)).get(path)
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g}{unit}"
+    return f"{seconds:.0f}s"
 
 
 def _partial(info: dict[str, Any]) -> bool:

@@ -240,8 +240,9 @@ class HubState:
 
     def commit(self, repo_id: str, files: Mapping[str, bytes | FileSource | None], *,
                repo_type: str = "model", branch: str = "main", message: str = "Update files",
-               author: str = "fakeuser") -> str:
+               author: str = "fakeuser", date: datetime | None = None) -> str:
         """Commit `files` (None deletes) on `branch`, creating the repo if needed; returns the sha.
+        `date` (default: a fixed day in 2024) is the commit's date, as `lastModified` shows it.
 
         A branch that does not exist yet starts from `main`'s head (an orphan if there is none).
         Hashing happens outside the lock, so committing a big FileSource does not stall the server.
@@ -266,7 +267,7 @@ class HubState:
             listing = "".join(f"{p}\0{e.oid}\n" for p, e in sorted(tree.items()))
             seed = f"{parent.sha if parent else ''}\n{branch}\n{message}\n{self._counter}\n{listing}"
             sha = hashlib.sha1(seed.encode()).hexdigest()
-            date = BASE_DATE + timedelta(days=1, minutes=self._counter)
+            date = date or BASE_DATE + timedelta(days=1, minutes=self._counter)
             title, _, body = message.partition("\n")
             repo.commits[sha] = Commit(sha, parent, title, body.strip(), author, date, tree)
             repo.refs[_full_ref(branch)] = sha
