@@ -152,6 +152,13 @@ def test_malicious_pickles_refused_clean_served_release_and_restart(hub: FakeHub
         assert raw(m.url + "/org/m/resolve/main/pytorch_model.bin")[0] == 403
     finally:
         m.stop()
+    # Quarantines, refusals and the release are in the audit log (written by the daemon
+    # and the CLI), and the chain verifies.
+    records = cli_json(m, "audit", "--action", "quarantine")
+    actions = {r["action"] for r in records}
+    assert {"quarantine.add", "quarantine.refused", "quarantine.release"} <= actions, actions
+    assert any(r["action"] == "quarantine.release" and r["actor"].startswith("cli:") for r in records)
+    assert cli(m, "audit", "verify").returncode == 0
 
 
 def test_safetensors_headers_are_validated(hub: FakeHub, tmp_path: Path) -> None:
