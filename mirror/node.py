@@ -217,6 +217,9 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     (the daemon, `pull`, `sync`); offline commands never talk to the Hub."""
     _tune_malloc()
     clock = clock or SystemClock()
+    # Secrets and settings that can refuse the start are read before anything is opened
+    # (a catalog connection or a worker pool left open would keep the process alive).
+    service_token = read_secret_file(config.upstream.service_token_file, "upstream.service_token_file")
     layout = open_layout(config.store.data_dir)
     if recover_temps:
         n = remove_dead_temps(layout.tmp)
@@ -287,7 +290,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         peer_auth=PeerAuth(trust, clock, config.peers.max_skew, key.public_hex),
         audit=audit, tokens=tokens, totp=totp, quarantine=quarantine,
         gate=Gate(config.auth, tokens, totp, RepoPolicy(config.auth), catalog.tokens, audit, clock,
-                  service_token=read_secret_file(config.upstream.service_token_file, "upstream.service_token_file")),
+                  service_token=service_token),
         peer_service=PeerService(files, fetcher, store, catalog.repos, catalog.changes, peer_origin, key.public_hex),
         replicator=Replicator(peer_client, trust, FileCopier(peer_client, trust, store, ingestor, executor, config.peers.batch),
                               ingestor, catalog.repos, catalog.changes, FileLock(layout.lock_path("sync"), "sync is already running")),
