@@ -90,6 +90,10 @@ class MirrorDaemon:
         deadline = time.monotonic() + timeout
         while not found.is_set():
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                self.proc.wait(10)
+                self._reap()
                 raise RuntimeError("mirror did not start:\n" + "\n".join(self.log[-30:]))
             found.wait(0.05)
         return self
