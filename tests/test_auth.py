@@ -97,7 +97,8 @@ def test_tokens_roles_and_grants_through_huggingface_hub(hub: FakeHub, tmp_path:
         assert next(t for t in listing if t["name"] == "root")["last_used_at"] is not None
     finally:
         m.stop()
-    # The data directory holds no token in clear.
+    # Neither the daemon's log nor the data directory holds a token in clear.
+    assert not [line for line in m.log for t in (admin, dev, auditor, short) if t in line]
     for path in (tmp_path / "data").rglob("*"):
         if path.is_file():
             blob = path.read_bytes()
@@ -161,6 +162,15 @@ def test_service_token_is_used_only_for_granted_repos_and_callers(hub: FakeHub, 
         assert get(m, "/org/gated2/resolve/main/model.safetensors", OTHER)[0] in (401, 403)
     finally:
         m.stop()
+    # Every read of gated bytes is audited with who read it; the Hub tokens (the service
+    # token and the user's) appear nowhere in the audit log, the daemon's log or the data dir.
+    records = json.loads(cli(m, "audit", "--action", "files.read.gated", "--json").stdout)
+    readers = {(r["actor"], r["target"]) for r in records}
+    assert ("dev", "org/gated") in readers and ("anonymous", "org/gated2") in readers, readers
+    assert not [line for line in m.log if TOKEN in line or dev in line]
+    for path in (tmp_path / "data").rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
     # A service-token file others can read is refused at start, in one line.
     secret.chmod(0o644)
     d = MirrorDaemon(tmp_path / "data2", hub.url, upstream={"service_token_file": str(secret)})

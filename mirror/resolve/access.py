@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 
+from typing import TYPE_CHECKING
+
 from mirror.caller import Caller
 from mirror.catalog.repos import RepoCatalog
 from mirror.clock import Clock
@@ -25,6 +27,10 @@ from mirror.errors import GatedRepo, MirrorError, RepoNotFound, Unauthorized, Up
 from mirror.model import RepoKey
 from mirror.upstream import urls
 from mirror.upstream.client import HubClient
+
+if TYPE_CHECKING:
+    from mirror.audit.log import AuditLog
+    from mirror.catalog.repos import RepoRow
 
 log = logging.getLogger("mirror.access")
 
@@ -35,7 +41,10 @@ _META = "meta"
 
 
 class Access:
-    def __init__(self, hub: HubClient, repos: RepoCatalog, clock: Clock, ttl: float) -> None:
+    def __init__(self, hub: HubClient, repos: RepoCatalog, clock: Clock, ttl: float, audit: "AuditLog | None" = None) -> None:
+        """`audit` records every read of a gated or private repo's bytes (who, with which
+        token's fingerprint: never the token)."""
+        self.audit = audit
         self.hub = hub
         self.repos = repos
         self.clock = clock
@@ -67,6 +76,13 @@ class Access:
         row = await self.repos.get_repo(key)
         if row is None or (not row.private and not row.gated):
             return
+        await self._check_bytes(key, row, repo, commit, caller, probe_path)
+        if self.audit is not None:
+            self.audit.record(caller.actor, "files.read.gated" if row.gated else "files.read.private", str(key), "ok",
+                              commit=commit, path=probe_path or "", token=caller.fingerprint, address=caller.address)
+
+    async def _check_bytes(self, key: RepoKey, row: "RepoRow", repo: int, commit: str, caller: Caller,
+                           probe_path: str | None) -> None:
         if self._memoised(key, caller, _BYTES):
             return
         if caller.offline:
