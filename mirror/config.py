@@ -356,7 +356,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 
 
 # Environment variables with the MIRROR_ prefix that are not config keys.
-_ENV_IGNORED = {"MIRROR_CONFIG", "MIRROR_CRASHPOINT", "MIRROR_TEST_AUDIT"}
+_ENV_IGNORED = {"MIRROR_CONFIG", "MIRROR_CRASHPOINT", "MIRROR_TEST_AUDIT", "MIRROR_TOKEN"}
 
 
 def load(

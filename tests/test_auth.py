@@ -178,3 +178,28 @@ def test_service_token_is_used_only_for_granted_repos_and_callers(hub: FakeHub, 
         d.start(timeout=20)
     assert "readable by others" in str(exc.value)
     assert sha256(data)
+
+
+def test_the_cli_answers_like_the_admin_api_for_a_token(hub: FakeHub, tmp_path: Path) -> None:
+    # One table for both paths (threat-model A3): with MIRROR_TOKEN set, a CLI command
+    # is allowed or refused exactly as the admin API route of the same action.
+    m = start_mirror(tmp_path, hub)
+    try:
+        admin, dev, auditor = token(m, "root", "admin"), token(m, "dev", "developer", "--grant", "team"), token(m, "aud", "auditor")
+        cases = [("stats", "/_admin/v1/stats", "GET"), ("gc", "/_admin/v1/gc", "POST"), ("audit", "/_admin/v1/audit", "GET")]
+        for tok, role in ((admin, "admin"), (dev, "developer"), (auditor, "auditor")):
+            for command, path, method in cases:
+                p = subprocess.run([sys.executable, "-m", "mirror", command, "--config", str(m.config_path)],
+                                   capture_output=True, text=True, env=clean_env(MIRROR_TOKEN=tok), timeout=60)
+                status = raw(m.url + path, method=method, headers={"Authorization": f"Bearer {tok}",
+                                                                   "Content-Type": "application/json"},
+                             data=b"{}" if method == "POST" else None)[0]
+                http_ok, cli_ok = status < 400, p.returncode == 0
+                assert http_ok == cli_ok, (role, command, status, p.returncode, p.stderr)
+                if not cli_ok:
+                    assert p.returncode == 3 and "may not" in p.stderr.splitlines()[-1], p.stderr
+        p = subprocess.run([sys.executable, "-m", "mirror", "stats", "--config", str(m.config_path)],
+                           capture_output=True, text=True, env=clean_env(MIRROR_TOKEN="mm_nope"), timeout=60)
+        assert p.returncode != 0 and "malformed mirror token" in p.stderr and "ignoring environment" not in p.stderr
+    finally:
+        m.stop()

@@ -46,6 +46,32 @@ _TABLE: dict[str, frozenset[str]] = {
 }
 
 
+# What each CLI command does, in the same table's terms. The CLI runs as the operator
+# who owns the data directory (its key, its catalog): an admin. With `MIRROR_TOKEN`
+# set, a command is checked against that token's role exactly as the HTTP admin API
+# checks the same action (cli/__init__.py).
+CLI_COMMANDS: dict[str, str] = {
+    "serve": "config.manage", "pull": "pull.request", "sync": "pull.request",
+    "ls": "cache.read", "show": "cache.read", "stats": "cache.read", "peers": "cache.read", "doctor": "cache.read",
+    "verify": "cache.read", "pin": "cache.write", "unpin": "cache.write", "archive": "cache.write", "thaw": "cache.write",
+    "gc": "cache.write", "export": "cache.write", "import": "cache.write", "import-hf-cache": "cache.write",
+    "quarantine": "cache.write", "keys": "config.manage", "local-only": "config.manage",
+    "token": "tokens.manage", "grant": "tokens.manage", "ungrant": "tokens.manage", "audit": "audit.read",
+}
+# Sub-actions that only read (the command's action otherwise).
+CLI_READS: dict[tuple[str, str], str] = {
+    ("quarantine", "list"): "cache.read", ("quarantine", "show"): "cache.read", ("keys", "show"): "cache.read",
+    ("keys", "list"): "cache.read", ("token", "list"): "tokens.manage",
+}
+
+
+def cli_action(command: str, sub: str | None = None, *, repair: bool = False) -> str:
+    """The action of a CLI command (default deny: an unknown command needs config.manage)."""
+    if command == "verify" and repair:
+        return "cache.write"
+    return CLI_READS.get((command, sub or ""), CLI_COMMANDS.get(command, "config.manage"))
+
+
 def allowed(role: str, action: str, config: AuthConfig) -> bool:
     """Whether `role` may perform `action` at all (default deny: unknown roles and
     actions are refused)."""

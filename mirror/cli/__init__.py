@@ -49,6 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     logging.getLogger("aiosqlite").setLevel(logging.INFO)  # at DEBUG it logs every statement
     try:
+        token = os.environ.get("MIRROR_TOKEN")
+        if token:
+            from mirror.cli import guard
+
+            asyncio.run(guard.check(args, token))
         result = args.run(args)
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
