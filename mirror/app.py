@@ -21,7 +21,6 @@ from aiohttp import web
 
 from mirror.clock import Clock
 from mirror.config import Config
-from mirror.errors import MirrorError
 from mirror.http.auth import GATE, ROUTE_ACTIONS, auth_middleware
 from mirror.http import admin_api
 from mirror.http.allowlist import ALLOWLIST, Allowlist, allowlist_middleware

@@ -26,7 +26,7 @@ from yarl import URL
 
 from mirror.clock import Clock
 from mirror.config import PeersConfig
-from mirror.errors import BadSignature, MirrorError, PeerError
+from mirror.errors import BadSignature, PeerError
 from mirror.keys import NodeKey
 from mirror.manifest import Manifest, parse
 from mirror.peers import wire

@@ -14,20 +14,20 @@ private repo's metadata and a gated repo's files while it cannot ask upstream.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from mirror.catalog.repos import RepoCatalog
 from mirror.clock import Clock
 from mirror.errors import MirrorError
 from mirror.model import RepoKey
+from mirror.peers import wire
 from mirror.peers.client import PeerClient
 from mirror.peers.membership import Peers
 from mirror.peers.service import entry_of
 
 log = logging.getLogger("mirror.peers")
 
-_HEX40 = re.compile(r"[0-9a-f]{40}", re.ASCII)
+_HEX40 = wire.COMMIT_RE
 
 
 class PeerRecords:

@@ -45,7 +45,8 @@ from mirror.errors import BadSignature, MirrorError, PeerError, PeerRefused, Usa
 from mirror.flock import FileLock
 from mirror.ingest import Ingestor
 from mirror.manifest import IDENTITY_RE
-from mirror.model import REPO_TYPES, FileEntry, RepoKey
+from mirror.model import FileEntry, RepoKey
+from mirror.peers import wire
 from mirror.peers.auth import TrustStore
 from mirror.peers.client import PeerClient
 from mirror.peers.copier import FileCopier
@@ -54,8 +55,7 @@ from mirror.resolve.metadata import strip_xet
 
 log = logging.getLogger("mirror.peers")
 
-_HEX40 = re.compile(r"[0-9a-f]{40}", re.ASCII)
-_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?", re.ASCII)
+_HEX40 = wire.COMMIT_RE
 _REF = re.compile(r"[A-Za-z0-9._/-]{0,255}", re.ASCII)
 # Files copied at once within one revision.
 _FILES_AT_ONCE = 4
@@ -365,10 +365,7 @@ def _page(page: Any, since: int) -> tuple[int, list[dict[str, Any]], bool]:
 
 
 def _repo_key(d: dict[str, Any]) -> RepoKey:
-    repo_type, repo_id = d.get("repo_type"), d.get("repo_id")
-    if repo_type not in REPO_TYPES or not isinstance(repo_id, str) or not _REPO_ID.fullmatch(repo_id) or ".." in repo_id:
-        raise ValueError("malformed repo in a change")
-    return RepoKey(str(repo_type), repo_id)
+    return wire.repo_key(d.get("repo_type"), d.get("repo_id"))
 
 
 def _revision(rec: Any, key: RepoKey, commit: str) -> tuple[bool, str, dict[str, Any] | None, list[FileEntry]]:

@@ -13,7 +13,6 @@ they are trusted nodes, and each applies the access check to its own clients
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any, AsyncIterator, Protocol
 
 from mirror.caller import Caller
@@ -21,7 +20,7 @@ from mirror.catalog.changes import ChangeCatalog
 from mirror.catalog.repos import RepoCatalog
 from mirror.errors import BadRequest, ChunkMissing, CorruptChunk, EntryNotFound, MirrorError, RevisionNotFound
 from mirror.manifest import IDENTITY_RE, Manifest
-from mirror.model import REPO_TYPES, FileEntry, RepoKey
+from mirror.model import FileEntry, RepoKey
 from mirror.resolve.fetcher import Fetcher
 from mirror.resolve.files import Files, FillSource, Source, StoreSource
 from mirror.resolve.fill import FillTarget
@@ -29,9 +28,8 @@ from mirror.resolve.direct import DirectSource
 from mirror.store.chunkstore import ChunkStore
 from mirror.peers import wire
 
-_HEX40 = re.compile(r"[0-9a-f]{40}", re.ASCII)
-_HEX64 = re.compile(r"[0-9a-f]{64}", re.ASCII)
-_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?", re.ASCII)
+_HEX40 = wire.COMMIT_RE
+_HEX64 = wire.CHUNK_RE
 
 
 class Conflict(MirrorError):
@@ -157,9 +155,10 @@ class PeerService:
 
 
 def _key(repo_type: str, repo_id: str) -> RepoKey:
-    if repo_type not in REPO_TYPES or not _REPO_ID.fullmatch(repo_id) or ".." in repo_id:
-        raise BadRequest("malformed repo")
-    return RepoKey(repo_type, repo_id)
+    try:
+        return wire.repo_key(repo_type, repo_id)
+    except ValueError:
+        raise BadRequest("malformed repo") from None
 
 
 def _entry(e: FileEntry) -> dict[str, Any]:

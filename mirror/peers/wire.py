@@ -55,6 +55,8 @@ import hashlib
 import re
 import struct
 
+from mirror.model import REPO_TYPES, RepoKey
+
 VERSION = 1
 PREFIX = f"/_peer/v{VERSION}"
 TAG = f"model-mirror peer v{VERSION}"
@@ -74,9 +76,19 @@ RECORD = struct.Struct(">32sI")
 ABSENT = 0xFFFFFFFF
 
 KEY_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
+CHUNK_RE = KEY_RE  # a chunk id (blake3) has the shape of a key: 64 hex
+COMMIT_RE = re.compile(r"[0-9a-f]{40}", re.ASCII)
+REPO_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?", re.ASCII)
 NONCE_RE = re.compile(r"[0-9a-f]{32}", re.ASCII)
 SIG_RE = re.compile(r"[0-9a-f]{128}", re.ASCII)
 TIME_RE = re.compile(r"[0-9]{1,12}", re.ASCII)
+
+
+def repo_key(repo_type: object, repo_id: object) -> RepoKey:
+    """A repo named in a peer message, checked; ValueError when malformed."""
+    if repo_type not in REPO_TYPES or not isinstance(repo_id, str) or not REPO_ID_RE.fullmatch(repo_id) or ".." in repo_id:
+        raise ValueError("malformed repo")
+    return RepoKey(str(repo_type), repo_id)
 
 
 def body_digest(body: bytes) -> str:
