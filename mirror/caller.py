@@ -38,6 +38,19 @@ class Caller:
         return self.principal or "anonymous"
 
     @property
+    def client_key(self) -> str:
+        """Who the client is for a sticky canary split and per-version client counts:
+        the mirror token if any, else `X-Client-Id`, else the Hub token's fingerprint,
+        else the client's address (channels/split.py). Never a secret."""
+        if self.token_id:
+            return f"token:{self.token_id}"
+        if self.client_id:
+            return f"id:{self.client_id}"
+        if self.hub_token:
+            return f"hub:{self.fingerprint}"
+        return f"addr:{self.address}"
+
+    @property
     def fingerprint(self) -> str:
         """A stable, non-reversible name of the Hub token (memo and coalescing keys)."""
         return token_fingerprint(self.hub_token)

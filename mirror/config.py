@@ -174,6 +174,22 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelsConfig:
+    # Announce alias changes (rollbacks, promotions, canary steps) to this URL: a JSON
+    # POST signed with HMAC-SHA256 (X-Mirror-Signature), retried with backoff.
+    webhook: str = ""
+    # The HMAC key, in a file readable only by the owner (chmod 600). Required with a
+    # webhook.
+    webhook_secret_file: str = ""
+    # Delivery attempts before an announcement is given up (each failure is logged).
+    webhook_attempts: int = 8
+    # Seconds per delivery attempt.
+    webhook_timeout: float = 10.0
+    # Seconds between the canary controller's looks at running canaries.
+    tick: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class LifecycleValues:
     """The parsed `[lifecycle]` strings: seconds and watermarks."""
 
@@ -237,6 +253,7 @@ class Config:
     peers: PeersConfig = field(default_factory=PeersConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    channels: ChannelsConfig = field(default_factory=ChannelsConfig)
     source: str = "<defaults>"
 
     @property
@@ -254,6 +271,7 @@ _TABLES: dict[str, type] = {
     "peers": PeersConfig,
     "auth": AuthConfig,
     "policy": PolicyConfig,
+    "channels": ChannelsConfig,
 }
 
 
@@ -462,6 +480,15 @@ def _validate(cfg: Config) -> None:
         for i, glob in enumerate(getattr(cfg.auth, key)):
             if not re.fullmatch(r"[A-Za-z0-9._*?/\[\]-]{1,200}", glob, re.ASCII):
                 raise ConfigError(f"{src}: key 'auth.{key}[{i}]' must be a repo glob like 'org/*', got {glob!r}")
+    if cfg.channels.webhook and not re.fullmatch(r"https?://[^\s]+", cfg.channels.webhook, re.ASCII):
+        raise ConfigError(f"{src}: key 'channels.webhook' must be an http(s) URL, got {cfg.channels.webhook!r}")
+    if cfg.channels.webhook and not cfg.channels.webhook_secret_file:
+        raise ConfigError(f"{src}: key 'channels.webhook' needs 'channels.webhook_secret_file' (the HMAC key)")
+    if not 1 <= cfg.channels.webhook_attempts <= 100:
+        raise ConfigError(f"{src}: key 'channels.webhook_attempts' must be 1..100")
+    for key in ("webhook_timeout", "tick"):
+        if getattr(cfg.channels, key) <= 0:
+            raise ConfigError(f"{src}: key 'channels.{key}' must be > 0")
     try:
         parse_duration(cfg.policy.min_upstream_age)
     except ConfigError as exc:

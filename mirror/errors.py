@@ -284,3 +284,21 @@ class CommitTooNew(MirrorError):
 
     status = 403
     error_code = "CommitTooNew"
+
+
+# --- releases and channels (issue 11) --------------------------------------------------
+
+
+class Conflict(MirrorError):
+    """A change refused by the state it would change: a release that exists (releases
+    are immutable), a release an alias still names, a name that shadows an upstream
+    branch or tag, a canary on an alias that has one."""
+
+    status = 409
+    error_code = "Conflict"
+    exit_code = 1
+
+
+class AliasNotFound(MirrorError):
+    status = 404
+    error_code = "RevisionNotFound"

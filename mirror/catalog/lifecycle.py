@@ -2,6 +2,8 @@
 archive locations, and the audit trail (tables of migrations 3 and 4).
 
     pins(repo, commit_sha, label, created_at)              (migration 3, read only here)
+    releases, aliases                                       (migration 9, read only here:
+                                                            their commits count as pinned)
     packs(id, name, size, created_at)
     archived(chunk_id, pack, offset, stored_len)
     revision_state(repo, commit_sha, state, hits_at, changed_at)
@@ -57,7 +59,9 @@ class LifecycleCatalog:
     async def revisions(self) -> list[Revision]:
         rows = await self.db.fetchall(
             "SELECT c.repo, c.sha, c.listed_at, a.last_access, COALESCE(a.hits, 0) AS hits, "
-            "p.commit_sha IS NOT NULL AS pinned, s.state IS NOT NULL AS archived, COALESCE(s.hits_at, 0) AS hits_at "
+            "(p.commit_sha IS NOT NULL OR EXISTS(SELECT 1 FROM releases r WHERE r.repo = c.repo AND r.commit_sha = c.sha) "
+            "OR EXISTS(SELECT 1 FROM aliases l WHERE l.repo = c.repo AND (l.commit_sha = c.sha OR l.canary_sha = c.sha))) "
+            "AS pinned, s.state IS NOT NULL AS archived, COALESCE(s.hits_at, 0) AS hits_at "
             "FROM commits c "
             "LEFT JOIN access a ON a.repo = c.repo AND a.commit_sha = c.sha "
             "LEFT JOIN pins p ON p.repo = c.repo AND p.commit_sha = c.sha "

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from mirror.catalog.schema_lifecycle import MIGRATION_4
 from mirror.catalog.schema_audit import MIGRATION_7
+from mirror.catalog.schema_channels import MIGRATION_9
 from mirror.catalog.schema_auth import MIGRATION_6
 from mirror.catalog.schema_peers import MIGRATION_5
 from mirror.catalog.schema_quarantine import MIGRATION_8
@@ -136,4 +137,6 @@ MIGRATIONS: list[str] = [
     MIGRATION_7,
     # 7 -> 8: scans and quarantine (schema_quarantine.py).
     MIGRATION_8,
+    # 8 -> 9: releases, aliases, per-version metrics, webhook outbox (schema_channels.py).
+    MIGRATION_9,
 ]
