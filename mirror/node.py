@@ -18,6 +18,8 @@ The wiring, in dependency order (arrows: "is given to"):
     Files, Fetcher, PeerOrigin -> PeerService (what peers are answered)
     PeerClient, TrustStore, ChunkStore, Ingestor -> FileCopier -> Replicator (sync --from)
     Archiver, Evictor, Collector -> LifecycleJob
+    ChannelCatalog -> AliasTable -> Metadata (aliases and releases resolve before refs)
+    AliasTable, Metadata, UpstreamNames(Passthrough) -> Channels -> Releases, CanaryController
     Catalog (audit), NodeKey -> AuditLog -> everything that audits (lifecycle, verify, CLI commands)
 
 A later issue adds a component here and nowhere else: a peer origin goes into `origins`
@@ -53,6 +55,10 @@ from mirror.auth.policy import RepoPolicy
 from mirror.auth.tokens import TokenStore
 from mirror.auth.totp import Totp
 from mirror.catalog import Catalog
+from mirror.channels.aliases import Channels
+from mirror.channels.releases import Releases
+from mirror.channels.shadow import UpstreamNames
+from mirror.channels.table import AliasTable
 from mirror.clock import Clock, SystemClock
 from mirror.config import Config, ConfigError, parse_duration, parse_size
 from mirror.errors import StorageError
@@ -150,6 +156,9 @@ class Node:
     totp: Totp
     gate: Gate
     quarantine: Quarantine
+    # Releases and channels.
+    releases: Releases
+    channels: Channels
     online: bool = False
 
     async def __aenter__(self) -> "Node":
@@ -254,9 +263,12 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     peer_client = PeerClient(key, config.peers, clock)
     peers = Peers(config.peers, peer_client, trust, key.public_hex, clock, layout.peer_state)
     access = Access(hub, catalog.repos, clock, config.cache.auth_ttl, audit)
+    aliases = AliasTable(catalog.channels, layout.channels_stamp)
     metadata = Metadata(hub, catalog.repos, clock, config.cache, access,
                         fallback=PeerRecords(peers, peer_client, catalog.repos, clock, config.peers.ref_max_age),
-                        min_age=parse_duration(config.policy.min_upstream_age))
+                        min_age=parse_duration(config.policy.min_upstream_age), local=aliases)
+    passthrough = Passthrough(hub, catalog.repos, catalog.api, access)
+    channels = Channels(catalog, aliases, metadata, UpstreamNames(passthrough, catalog.repos), clock, key.public_hex, audit)
     lifecycle = LifecycleJob(archiver, evictor, collector)
     # Short of space: evict and collect now, whatever the lifecycle schedule.
     space = SpaceGuard(layout.root, parse_size(config.store.min_free), clock,
@@ -283,7 +295,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         hfcache=HfCacheImporter(ingestor, catalog.repos),
         verifier=Verifier(catalog, store, executor, lifecycle_lock, audit),
         hub=hub, access=access, metadata=metadata, space=space, fetcher=fetcher, files=files,
-        passthrough=Passthrough(hub, catalog.repos, catalog.api, access),
+        passthrough=passthrough,
         syncer=Syncer(metadata, files, fetcher, catalog.repos, catalog.meta, config.sync,
                       FileLock(layout.lock_path("sync"), "sync is already running")),
         trust=trust, peer_client=peer_client, peers=peers,
@@ -295,6 +307,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         replicator=Replicator(peer_client, trust, FileCopier(peer_client, trust, store, ingestor, executor, config.peers.batch),
                               ingestor, catalog.repos, catalog.changes, FileLock(layout.lock_path("sync"), "sync is already running")),
         discovery=Discovery(config.peers, peers, key.public_hex),
+        channels=channels, releases=Releases(catalog.channels, channels, aliases, clock),
     )
     if online:
         try:

@@ -88,6 +88,7 @@ class Change:
     reason: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
     announce: dict[str, Any] | None = None
+    history: bool = True  # False: a bookkeeping write (the controller's next look), no history row
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +205,8 @@ class ChannelCatalog:
                      json.dumps(row.plan, sort_keys=True) if row.plan is not None else None, row.salt, row.started_at,
                      row.next_at, row.failures, row.holding, now),
                 )
+            if not change.history:
+                return change
             await c.execute(
                 "INSERT INTO alias_events(repo, name, at, actor, action, from_sha, to_sha, canary_sha, weight, reason, "
                 "detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)",

@@ -96,6 +96,10 @@ class RepoCatalog:
         assert rid is not None
         return rid
 
+    async def key_of(self, repo: int) -> RepoKey | None:
+        row = await self.db.fetchone("SELECT repo_type, repo_id FROM repos WHERE id = ?", (repo,))
+        return RepoKey(row["repo_type"], row["repo_id"]) if row is not None else None
+
     async def list_repos(self) -> list[RepoRow]:
         rows = await self.db.fetchall("SELECT * FROM repos ORDER BY repo_type, repo_id")
         return [_repo_row(r) for r in rows]

@@ -12,7 +12,7 @@ from mirror.catalog.meta import MetaCatalog
 from mirror.config import Config
 from mirror.node import Node
 from mirror.resolve.files import Files
-from mirror.resolve.metadata import Metadata
+from mirror.resolve.metadata import Metadata, Resolved
 from mirror.resolve.passthrough import Passthrough
 
 CONFIG = web.AppKey("config", Config)
@@ -46,3 +46,14 @@ def stale_headers(stale: bool) -> dict[str, str]:
     if not stale:
         return {}
     return {"X-Mirror-Stale": "1", "X-HF-Warning": "mirror-stale; upstream unreachable, serving the last known answer"}
+
+
+def resolved_headers(res: Resolved) -> dict[str, str]:
+    """What every answer about one resolved revision carries: the commit actually served
+    (`X-Repo-Commit`), the local name that chose it (`X-Mirror-Revision`: an alias, which
+    side of its canary, or a release), and the stale mark."""
+    h = {"X-Repo-Commit": res.commit}
+    if res.via:
+        h["X-Mirror-Revision"] = res.via
+    h.update(stale_headers(res.stale))
+    return h

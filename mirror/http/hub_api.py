@@ -14,7 +14,7 @@ from aiohttp import web
 from mirror.errors import BadRequest, EntryNotFound, XetNotSupported
 from mirror.http import parse
 from mirror.http.caller import caller_of
-from mirror.http.context import METADATA, PASSTHROUGH, mirror_base, stale_headers
+from mirror.http.context import METADATA, PASSTHROUGH, mirror_base, resolved_headers, stale_headers
 from mirror.model import FileEntry
 from mirror.upstream import urls
 
@@ -59,7 +59,7 @@ async def repo_info(request: web.Request) -> web.Response:
     if rev is not None:
         rev = parse.revision(rev)
     res, info = await request.app[METADATA].resolve(key, rev, caller_of(request))
-    return web.json_response(info, headers=stale_headers(res.stale))
+    return web.json_response(info, headers=resolved_headers(res))
 
 
 def _select(listing: dict[str, FileEntry], path: str, recursive: bool) -> list[FileEntry]:
@@ -93,7 +93,7 @@ async def tree(request: web.Request) -> web.Response:
         # lastCommit/securityFileStatus exist only upstream: pass the page through.
         query = [(k, v) for k, v in request.query.items() if k in ("recursive", "expand", "cursor", "limit")]
         data, link, stale = await request.app[PASSTHROUGH].get(key, urls.tree(key, res.commit, path), query, caller)
-        headers = stale_headers(stale)
+        headers = {**resolved_headers(res), **stale_headers(stale)}
         if link:
             # Upstream paths and the mirror's share one shape: only the origin changes.
             headers["Link"] = f'<{mirror_base(request)}{link}>; rel="next"'
@@ -109,7 +109,7 @@ async def tree(request: web.Request) -> web.Response:
         page = int(limit_q)
     start = _decode_cursor(request.query.get("cursor"))
     chunk = entries[start:start + page]
-    headers = stale_headers(res.stale)
+    headers = resolved_headers(res)
     if start + page < len(entries):
         q = request.rel_url.query.copy()
         q["cursor"] = _encode_cursor(start + page)
@@ -154,7 +154,7 @@ async def paths_info(request: web.Request) -> web.Response:
         if e is not None and p not in seen:
             seen.add(p)
             out.append(e.to_hub())
-    return web.json_response(out, headers=stale_headers(res.stale))
+    return web.json_response(out, headers=resolved_headers(res))
 
 
 async def refs(request: web.Request) -> web.Response:
@@ -167,9 +167,12 @@ async def refs(request: web.Request) -> web.Response:
 async def commits(request: web.Request) -> web.Response:
     key = parse.repo_key(request)
     rev = parse.revision(request.match_info["rev"])
+    caller = caller_of(request)
+    # Upstream does not know this mirror's aliases and releases: ask for their commit.
+    rev = await request.app[METADATA].own_name(key, rev, caller) or rev
     query = [(k, v) for k, v in request.query.items() if k in ("p", "limit", "expand", "cursor")]
     path = urls.api(key, "commits", urls.quote_rev(rev))
-    data, link, stale = await request.app[PASSTHROUGH].get(key, path, query, caller_of(request))
+    data, link, stale = await request.app[PASSTHROUGH].get(key, path, query, caller)
     headers = stale_headers(stale)
     if link:
         headers["Link"] = f'<{mirror_base(request)}{link}>; rel="next"'

@@ -17,7 +17,7 @@ from aiohttp import web
 from mirror.errors import MirrorError
 from mirror.http import parse
 from mirror.http.caller import caller_of
-from mirror.http.context import COUNTERS, FILES, stale_headers
+from mirror.http.context import COUNTERS, FILES, resolved_headers
 from mirror.http.middleware import client_aborted
 from mirror.model import FileEntry
 from mirror.resolve.metadata import Resolved
@@ -38,7 +38,7 @@ _GONE_CHECK = 0.5
 
 def _file_headers(res: Resolved, entry: FileEntry) -> dict[str, str]:
     h = {
-        "X-Repo-Commit": res.commit,
+        **resolved_headers(res),
         "ETag": f'"{entry.etag}"',
         "Accept-Ranges": "bytes",
         "Content-Type": "application/octet-stream",
@@ -48,7 +48,6 @@ def _file_headers(res: Resolved, entry: FileEntry) -> dict[str, str]:
     h["X-Linked-Etag"] = f'"{entry.etag}"'
     if entry.size <= _HF_SIZE_GUARD:
         h["X-Linked-Size"] = str(entry.size)
-    h.update(stale_headers(res.stale))
     return h
 
 

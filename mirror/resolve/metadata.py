@@ -2,6 +2,10 @@
 
 Rules (design.md §3):
 - a 40-hex commit is immutable: its info and listing are cached forever;
+- an alias or a release name (channels/) is this mirror's own: it names a commit with no
+  upstream request (a canary alias names one of two, by the caller's sticky key), and it
+  wins over an upstream branch or tag of the same name (creating one is refused unless
+  forced);
 - a branch, tag or short sha is re-checked upstream once its answer is older than
   `cache.ref_ttl`; within the TTL it is answered from the catalog;
 - when upstream is unreachable or answers 5xx, the last known answer is used and the
@@ -54,20 +58,29 @@ class Fallback(Protocol):
     async def listing(self, key: RepoKey, commit: str) -> bool: ...
 
 
+class LocalNames(Protocol):
+    """Revision names this mirror owns (channels/table.py): aliases and releases."""
+
+    async def pick(self, repo: int, name: str, client_key: str) -> Any: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Resolved:
     key: RepoKey
     repo: int
     commit: str
     stale: bool = False
+    via: str = ""  # "alias prod; canary", "release v1.2.0": a local name was resolved
 
 
 class Metadata:
     def __init__(self, hub: HubClient, repos: RepoCatalog, clock: Clock, config: CacheConfig, access: Access,
-                 fallback: Fallback | None = None, min_age: float = 0.0) -> None:
+                 fallback: Fallback | None = None, min_age: float = 0.0, local: LocalNames | None = None) -> None:
         """`min_age`: seconds an upstream commit must have aged before a repo never
-        seen before is taken (0: any)."""
+        seen before is taken (0: any). `local`: aliases and releases, looked up before
+        upstream's branches and tags, never asked upstream."""
         self.hub = hub
+        self.local = local
         self.min_age = min_age
         self.fallback = fallback
         self.repos = repos
@@ -97,23 +110,11 @@ class Metadata:
                 return found
             return Resolved(key, repo, str(info["sha"])), info
         if FULL_SHA.fullmatch(rev):
-            info = await self.repos.commit_info(repo, rev)
-            if info is not None and not _partial(info):
-                await self.access.check_metadata(key, repo, rev, caller)
-                return Resolved(key, repo, rev), info
-            try:
-                _repo, fetched = await self._fetch_info(key, rev, caller)
-            except UpstreamError:
-                if info is None:
-                    found = await self._from_fallback(key, rev, caller)
-                    if found is None:
-                        raise
-                    return found
-                # Only a partial import of this commit (admin/hfcache.py) is known: serve
-                # what it holds while upstream cannot give the whole commit.
-                await self.access.check_metadata(key, repo, rev, caller)
-                return Resolved(key, repo, rev, stale=True), info
-            return Resolved(key, repo, rev), fetched
+            return await self._at_commit(key, repo, rev, caller)
+        if self.local is not None and rev != DEFAULT_REF:
+            pick = await self.local.pick(repo, rev, caller.client_key)
+            if pick is not None:
+                return await self._at_commit(key, repo, pick.commit, caller, via=pick.describe())
         ref = await self.repos.get_ref(repo, rev)
         if ref is not None and not fresh and self.clock.now() - ref[1] < self.config.ref_ttl:
             info = await self.repos.commit_info(repo, ref[0])
@@ -137,6 +138,34 @@ class Metadata:
             log.warning("upstream unavailable; serving stale %s@%s -> %s", key, rev or "<default>", ref[0][:12])
             return Resolved(key, repo, ref[0], stale=True), info
         return Resolved(key, repo, str(info["sha"])), info
+
+    async def own_name(self, key: RepoKey, rev: str, caller: Caller) -> str | None:
+        """The commit an alias or release name picks for this caller (None: not one)."""
+        if self.local is None or FULL_SHA.fullmatch(rev):
+            return None
+        repo = await self.repos.repo_id(key, create=False)
+        pick = await self.local.pick(repo, rev, caller.client_key) if repo is not None else None
+        return str(pick.commit) if pick is not None else None
+
+    async def _at_commit(self, key: RepoKey, repo: int, sha: str, caller: Caller, via: str = "") -> tuple[Resolved, dict[str, Any]]:
+        """A commit's info: cached forever once complete, else asked upstream."""
+        info = await self.repos.commit_info(repo, sha)
+        if info is not None and not _partial(info):
+            await self.access.check_metadata(key, repo, sha, caller)
+            return Resolved(key, repo, sha, via=via), info
+        try:
+            _repo, fetched = await self._fetch_info(key, sha, caller)
+        except UpstreamError:
+            if info is None:
+                found = await self._from_fallback(key, sha, caller)
+                if found is None:
+                    raise
+                return found
+            # Only a partial import of this commit (admin/hfcache.py) is known: serve
+            # what it holds while upstream cannot give the whole commit.
+            await self.access.check_metadata(key, repo, sha, caller)
+            return Resolved(key, repo, sha, stale=True, via=via), info
+        return Resolved(key, repo, sha, via=via), fetched
 
     async def _from_fallback(self, key: RepoKey, rev: str, caller: Caller) -> tuple[Resolved, dict[str, Any]] | None:
         if self.fallback is None:

@@ -92,6 +92,11 @@ class Layout:
     def peer_state(self) -> Path:
         return self.root / "peers.json"
 
+    @property
+    def channels_stamp(self) -> Path:
+        """Replaced after every alias or release change (channels/table.py)."""
+        return self.root / "channels.stamp"
+
     def chunk_dir(self, chunk_id: str) -> Path:
         return self.chunks / chunk_id[0:2] / chunk_id[2:4]
 
