@@ -90,6 +90,10 @@ ROUTES = [
     Route("admin-write", "POST", f"{A}/keys/revoke", "config.manage", lambda _t: {"public_key": _key()}),
     Route("audit", "GET", f"{A}/audit?limit=50", "audit.read"),
     Route("audit", "GET", f"{A}/audit/verify", "audit.read"),
+    Route("releases", "GET", f"{A}/releases?repo=team/model", "releases.read"),
+    Route("releases", "GET", f"{A}/aliases?repo=team/model", "releases.read"),
+    Route("releases", "POST", f"{A}/aliases", "releases.write",
+          lambda t: {"repo": "team/model", "alias": f"ch-{t}", "revision": "main", "reason": "matrix"}),
 ]
 
 

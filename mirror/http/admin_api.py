@@ -17,6 +17,7 @@ from aiohttp import web
 
 from mirror.http import admin_auth as a
 from mirror.http import admin_cache as c
+from mirror.http import admin_releases as r
 from mirror.http.routes import AdminRoute
 
 V1 = "/_admin/v1"
@@ -52,4 +53,19 @@ def admin_routes() -> list[AdminRoute]:
         # the audit log
         (web.get(f"{V1}/audit", a.read_audit), "audit.read", False),
         (web.get(f"{V1}/audit/verify", a.verify_audit), "audit.read", False),
+        # releases and aliases
+        (web.get(f"{V1}/releases", r.list_releases), "releases.read", False),
+        (web.get(f"{V1}/releases/show", r.show_release), "releases.read", False),
+        (web.post(f"{V1}/releases", r.create_release), "releases.write", True),
+        (web.delete(f"{V1}/releases", r.delete_release), "releases.write", True),
+        (web.get(f"{V1}/aliases", r.list_aliases), "releases.read", False),
+        (web.get(f"{V1}/aliases/get", r.get_alias), "releases.read", False),
+        (web.get(f"{V1}/aliases/history", r.alias_history), "releases.read", False),
+        (web.get(f"{V1}/aliases/at", r.alias_at), "releases.read", False),
+        (web.post(f"{V1}/aliases", r.set_alias), "releases.write", True),
+        (web.delete(f"{V1}/aliases", r.delete_alias), "releases.write", True),
+        (web.post(f"{V1}/aliases/rollback", r.rollback_alias), "releases.write", True),
+        (web.post(f"{V1}/aliases/canary", r.start_canary), "releases.write", True),
+        (web.post(f"{V1}/aliases/promote", r.promote_alias), "releases.write", True),
+        (web.post(f"{V1}/aliases/abort", r.abort_alias), "releases.write", True),
     ]
