@@ -19,6 +19,7 @@ The wiring, in dependency order (arrows: "is given to"):
     PeerClient, TrustStore, ChunkStore, Ingestor -> FileCopier -> Replicator (sync --from)
     Archiver, Evictor, Collector -> LifecycleJob
     Catalog (audit), NodeKey -> AuditLog -> everything that audits (lifecycle, verify, CLI commands)
+    catalog.channels (the outbox), the [channels] HMAC key -> Webhook (the daemon delivers)
 
 A later issue adds a component here and nowhere else: a peer origin goes into `origins`
 before upstream, an S3 backend replaces `LocalBackend`, a metrics wrapper wraps a
@@ -53,6 +54,7 @@ from mirror.auth.policy import RepoPolicy
 from mirror.auth.tokens import TokenStore
 from mirror.auth.totp import Totp
 from mirror.catalog import Catalog
+from mirror.channels.webhook import Webhook
 from mirror.clock import Clock, SystemClock
 from mirror.config import Config, ConfigError, parse_duration, parse_size
 from mirror.errors import StorageError
@@ -150,6 +152,8 @@ class Node:
     totp: Totp
     gate: Gate
     quarantine: Quarantine
+    # Releases and channels.
+    webhook: Webhook
     online: bool = False
 
     async def __aenter__(self) -> "Node":
@@ -168,6 +172,8 @@ class Node:
         if interval > 0:
             self.scheduler.spawn(self.lifecycle.forever(interval), name="lifecycle")
         self.scheduler.spawn(self.peers.forever(), name="peers")
+        if self.config.channels.webhook:
+            self.scheduler.spawn(self.webhook.forever(), name="webhook")
 
     def announce(self, url: str) -> None:
         """Tell peers how to reach this node (the bound address, known after listen)."""
@@ -199,6 +205,7 @@ class Node:
         try:
             await self.scheduler.close()
             await self.discovery.close()  # after the scheduler: its start task is over
+            await self.webhook.close()
             try:
                 await self.audit.close()
             except Exception:
@@ -220,6 +227,8 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     # Secrets and settings that can refuse the start are read before anything is opened
     # (a catalog connection or a worker pool left open would keep the process alive).
     service_token = read_secret_file(config.upstream.service_token_file, "upstream.service_token_file")
+    webhook_secret = read_secret_file(config.channels.webhook_secret_file, "channels.webhook_secret_file",
+                                      what="one HMAC key of at least 16 characters", min_len=16)
     layout = open_layout(config.store.data_dir)
     if recover_temps:
         n = remove_dead_temps(layout.tmp)
@@ -295,6 +304,8 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         replicator=Replicator(peer_client, trust, FileCopier(peer_client, trust, store, ingestor, executor, config.peers.batch),
                               ingestor, catalog.repos, catalog.changes, FileLock(layout.lock_path("sync"), "sync is already running")),
         discovery=Discovery(config.peers, peers, key.public_hex),
+        webhook=Webhook(catalog.channels, config.channels, clock,
+                        webhook_secret.encode() if webhook_secret is not None else None),
     )
     if online:
         try:
@@ -307,9 +318,9 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     return node
 
 
-def read_secret_file(path: str, key: str) -> str | None:
-    """A secret kept in a file (the upstream service token): refused when group- or
-    world-readable, like the node key (threat-model A4)."""
+def read_secret_file(path: str, key: str, *, what: str = "one Hub token", min_len: int = 1) -> str | None:
+    """A secret kept in a file (the upstream service token, the webhook's HMAC key):
+    refused when group- or world-readable, like the node key (threat-model A4)."""
     if not path:
         return None
     try:
@@ -319,8 +330,8 @@ def read_secret_file(path: str, key: str) -> str | None:
         text = Path(path).read_text().strip()
     except OSError as exc:
         raise ConfigError(f"{path} ({key}): {exc.strerror}") from None
-    if not text or not text.isascii() or not text.isprintable() or " " in text:
-        raise ConfigError(f"{path} ({key}) must hold one Hub token")
+    if len(text) < min_len or not text.isascii() or not text.isprintable() or " " in text:
+        raise ConfigError(f"{path} ({key}) must hold {what}")
     return text
 
 

@@ -57,11 +57,12 @@ CLI_COMMANDS: dict[str, str] = {
     "gc": "cache.write", "export": "cache.write", "import": "cache.write", "import-hf-cache": "cache.write",
     "quarantine": "cache.write", "keys": "config.manage", "local-only": "config.manage",
     "token": "tokens.manage", "grant": "tokens.manage", "ungrant": "tokens.manage", "audit": "audit.read",
+    "webhook": "config.manage",
 }
 # Sub-actions that only read (the command's action otherwise).
 CLI_READS: dict[tuple[str, str], str] = {
     ("quarantine", "list"): "cache.read", ("quarantine", "show"): "cache.read", ("keys", "show"): "cache.read",
-    ("keys", "list"): "cache.read", ("token", "list"): "tokens.manage",
+    ("keys", "list"): "cache.read", ("token", "list"): "tokens.manage", ("webhook", "status"): "cache.read",
 }
 
 

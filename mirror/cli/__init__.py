@@ -18,10 +18,10 @@ from typing import Sequence
 
 from mirror import __version__
 from mirror.cli import (admin, audit, bundle, doctor, hfcache, inspect, keys, lifecycle, peers, pins, quarantine, serve,
-                        sync, tokens)
+                        sync, tokens, webhook)
 from mirror.errors import MirrorError
 
-_GROUPS = [serve, sync, inspect, pins, hfcache, doctor, bundle, keys, peers, tokens, admin, lifecycle, audit, quarantine]
+_GROUPS = [serve, sync, inspect, pins, hfcache, doctor, bundle, keys, peers, tokens, admin, lifecycle, audit, quarantine, webhook]
 
 
 class _Parser(argparse.ArgumentParser):

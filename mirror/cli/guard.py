@@ -14,7 +14,8 @@ from mirror.errors import AccessDenied, MirrorError
 
 
 async def check(args: argparse.Namespace, token: str) -> None:
-    sub = getattr(args, "keys_command", None) or getattr(args, "quarantine_command", None) or getattr(args, "token_command", None)
+    sub = next((getattr(args, f"{group}_command") for group in ("keys", "quarantine", "token", "webhook")
+                if getattr(args, f"{group}_command", None)), None)
     action = cli_action(args.command, sub, repair=bool(getattr(args, "repair", False)))
     async with node_for(args) as node:
         try:
