@@ -21,6 +21,7 @@ The wiring, in dependency order (arrows: "is given to"):
     ChannelCatalog -> AliasTable -> Metadata (aliases and releases resolve before refs)
     AliasTable, Metadata, UpstreamNames(Passthrough) -> Channels -> Releases, CanaryController
     Catalog (audit), NodeKey -> AuditLog -> everything that audits (lifecycle, verify, CLI commands)
+    catalog.channels (the outbox), the [channels] HMAC key -> Webhook (the daemon delivers)
 
 A later issue adds a component here and nowhere else: a peer origin goes into `origins`
 before upstream, an S3 backend replaces `LocalBackend`, a metrics wrapper wraps a
@@ -59,6 +60,7 @@ from mirror.channels.aliases import Channels
 from mirror.channels.releases import Releases
 from mirror.channels.shadow import UpstreamNames
 from mirror.channels.table import AliasTable
+from mirror.channels.webhook import Webhook
 from mirror.clock import Clock, SystemClock
 from mirror.config import Config, ConfigError, parse_duration, parse_size
 from mirror.errors import StorageError
@@ -159,6 +161,7 @@ class Node:
     # Releases and channels.
     releases: Releases
     channels: Channels
+    webhook: Webhook
     online: bool = False
 
     async def __aenter__(self) -> "Node":
@@ -177,6 +180,8 @@ class Node:
         if interval > 0:
             self.scheduler.spawn(self.lifecycle.forever(interval), name="lifecycle")
         self.scheduler.spawn(self.peers.forever(), name="peers")
+        if self.config.channels.webhook:
+            self.scheduler.spawn(self.webhook.forever(), name="webhook")
 
     def announce(self, url: str) -> None:
         """Tell peers how to reach this node (the bound address, known after listen)."""
@@ -208,6 +213,7 @@ class Node:
         try:
             await self.scheduler.close()
             await self.discovery.close()  # after the scheduler: its start task is over
+            await self.webhook.close()
             try:
                 await self.audit.close()
             except Exception:
@@ -229,6 +235,8 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     # Secrets and settings that can refuse the start are read before anything is opened
     # (a catalog connection or a worker pool left open would keep the process alive).
     service_token = read_secret_file(config.upstream.service_token_file, "upstream.service_token_file")
+    webhook_secret = read_secret_file(config.channels.webhook_secret_file, "channels.webhook_secret_file",
+                                      what="one HMAC key of at least 16 characters", min_len=16)
     layout = open_layout(config.store.data_dir)
     if recover_temps:
         n = remove_dead_temps(layout.tmp)
@@ -268,7 +276,9 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
                         fallback=PeerRecords(peers, peer_client, catalog.repos, clock, config.peers.ref_max_age),
                         min_age=parse_duration(config.policy.min_upstream_age), local=aliases)
     passthrough = Passthrough(hub, catalog.repos, catalog.api, access)
-    channels = Channels(catalog, aliases, metadata, UpstreamNames(passthrough, catalog.repos), clock, key.public_hex, audit)
+    webhook = Webhook(catalog.channels, config.channels, clock, webhook_secret.encode() if webhook_secret is not None else None)
+    channels = Channels(catalog, aliases, metadata, UpstreamNames(passthrough, catalog.repos), clock, key.public_hex, audit,
+                        wake=webhook.wake, announcing=webhook.enabled)
     lifecycle = LifecycleJob(archiver, evictor, collector)
     # Short of space: evict and collect now, whatever the lifecycle schedule.
     space = SpaceGuard(layout.root, parse_size(config.store.min_free), clock,
@@ -308,6 +318,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
                               ingestor, catalog.repos, catalog.changes, FileLock(layout.lock_path("sync"), "sync is already running")),
         discovery=Discovery(config.peers, peers, key.public_hex),
         channels=channels, releases=Releases(catalog.channels, channels, aliases, clock),
+        webhook=webhook,
     )
     if online:
         try:
@@ -320,9 +331,9 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     return node
 
 
-def read_secret_file(path: str, key: str) -> str | None:
-    """A secret kept in a file (the upstream service token): refused when group- or
-    world-readable, like the node key (threat-model A4)."""
+def read_secret_file(path: str, key: str, *, what: str = "one Hub token", min_len: int = 1) -> str | None:
+    """A secret kept in a file (the upstream service token, the webhook's HMAC key):
+    refused when group- or world-readable, like the node key (threat-model A4)."""
     if not path:
         return None
     try:
@@ -332,8 +343,8 @@ def read_secret_file(path: str, key: str) -> str | None:
         text = Path(path).read_text().strip()
     except OSError as exc:
         raise ConfigError(f"{path} ({key}): {exc.strerror}") from None
-    if not text or not text.isascii() or not text.isprintable() or " " in text:
-        raise ConfigError(f"{path} ({key}) must hold one Hub token")
+    if len(text) < min_len or not text.isascii() or not text.isprintable() or " " in text:
+        raise ConfigError(f"{path} ({key}) must hold {what}")
     return text
 
 

@@ -58,11 +58,12 @@ CLI_COMMANDS: dict[str, str] = {
     "quarantine": "cache.write", "keys": "config.manage", "local-only": "config.manage",
     "token": "tokens.manage", "grant": "tokens.manage", "ungrant": "tokens.manage", "audit": "audit.read",
     "release": "releases.write", "alias": "releases.write",
+    "webhook": "config.manage",
 }
 # Sub-actions that only read (the command's action otherwise).
 CLI_READS: dict[tuple[str, str], str] = {
     ("quarantine", "list"): "cache.read", ("quarantine", "show"): "cache.read", ("keys", "show"): "cache.read",
-    ("keys", "list"): "cache.read", ("token", "list"): "tokens.manage",
+    ("keys", "list"): "cache.read", ("token", "list"): "tokens.manage", ("webhook", "status"): "cache.read",
     ("release", "list"): "releases.read", ("release", "show"): "releases.read", ("alias", "get"): "releases.read",
     ("alias", "list"): "releases.read", ("alias", "history"): "releases.read", ("alias", "at"): "releases.read",
 }

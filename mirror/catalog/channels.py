@@ -262,6 +262,15 @@ class ChannelCatalog:
 
     # --- the webhook outbox -------------------------------------------------------------
 
+    async def enqueue(self, event: str, body: str) -> int:
+        """Queue an announcement that is no alias change (`mirror webhook test`); its id."""
+        now = self._now()
+        async with self.db.transaction() as c:
+            cur = await c.execute("INSERT INTO webhook_outbox(at, event, body, next_at) VALUES (?,?,?,?)",
+                                  (now, event, body, now))
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
     async def due(self, now: float, limit: int = 20) -> list[OutboxItem]:
         rows = await self.db.fetchall(
             "SELECT * FROM webhook_outbox WHERE delivered_at IS NULL AND failed_at IS NULL AND next_at <= ? "

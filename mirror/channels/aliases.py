@@ -27,6 +27,7 @@ from mirror.channels.names import alias_name, looks_like_commit
 from mirror.channels.plan import CanaryPlan
 from mirror.channels.shadow import Unknown, UpstreamNames
 from mirror.channels.table import AliasTable
+from mirror.channels.webhook import announcement
 from mirror.clock import Clock
 from mirror.errors import AliasNotFound, BadRequest, Conflict, RepoNotFound, RevisionNotFound
 from mirror.model import RepoKey
@@ -46,8 +47,10 @@ class Target:
 
 class Channels:
     def __init__(self, catalog: Catalog, table: AliasTable, metadata: Metadata, upstream_names: UpstreamNames,
-                 clock: Clock, node_key: str, audit: AuditLog, wake: Callable[[], None] = lambda: None) -> None:
+                 clock: Clock, node_key: str, audit: AuditLog, wake: Callable[[], None] = lambda: None,
+                 announcing: bool = False) -> None:
         self.catalog = catalog
+        self.announcing = announcing
         self.audit = audit
         self.table = table
         self.metadata = metadata
@@ -242,27 +245,40 @@ class Channels:
     # --- the one write path ---------------------------------------------------------------------
 
     async def apply(self, repo: int, name: str, decide: Callable[[AliasRow | None], Change | None]) -> Change | None:
-        change = await self.catalog.channels.change_alias(repo, name, decide)
-        if change is not None and change.history:  # bookkeeping writes change nothing served
+        """The one write path: decide inside the catalog's transaction, then audit,
+        move the stamp and wake the webhook. Announcements are queued only when this
+        node announces (a webhook is configured), so the outbox never fills for nobody."""
+        made: list[Change] = []
+
+        def decided(row: AliasRow | None) -> Change | None:
+            change = decide(row)
+            if change is None:
+                return None
+            made.append(change)
+            return change if self.announcing else replace(change, announce=None)
+
+        written = await self.catalog.channels.change_alias(repo, name, decided)
+        if written is None:
+            return None
+        change = made[-1]
+        if change.history:  # bookkeeping writes change nothing served
             body = change.announce or {}
             self.audit.record(change.actor, f"alias.{change.action}", f"{body.get('repo', repo)}:{name}",
                               to=body.get("to"), canary=body.get("canary"), weight=body.get("weight"),
                               reason=change.reason[:300])
             await self.table.changed()
-            if change.announce is not None:
-                self.wake()
+        if written.announce is not None:
+            self.wake()
         return change
 
     def make_change(self, key: RepoKey, before: AliasRow | None, after: AliasRow | None, action: str, actor: str,
                 reason: str, detail: dict[str, Any]) -> Change:
         name = (after or before).name  # type: ignore[union-attr]
         detail = {**detail, "release": after.release if after else ""}
-        body = {
-            "version": 1, "event": action, "at": self.clock.now(), "repo": key.repo_id, "repo_type": key.repo_type,
-            "alias": name, "from": before.commit if before else None, "to": after.commit if after else None,
-            "canary": after.canary if after else None, "weight": after.weight if after else 0.0,
-            "actor": actor, "reason": reason, "detail": detail, "node": self.node_key,
-        }
+        body = announcement(event=action, at=self.clock.now(), repo=key.repo_id, repo_type=key.repo_type, alias=name,
+                            from_sha=before.commit if before else None, to_sha=after.commit if after else None,
+                            canary=after.canary if after else None, weight=after.weight if after else 0.0,
+                            actor=actor, reason=reason, detail=detail, node=self.node_key)
         return Change(after, action, actor, reason, detail, announce=body)
 
 

@@ -18,11 +18,11 @@ from typing import Sequence
 
 from mirror import __version__
 from mirror.cli import (admin, audit, bundle, channels, doctor, hfcache, inspect, keys, lifecycle, peers, pins, quarantine,
-                        serve, sync, tokens)
+                        serve, sync, tokens, webhook)
 from mirror.errors import MirrorError
 
 _GROUPS = [serve, sync, inspect, pins, hfcache, doctor, bundle, keys, peers, tokens, admin, lifecycle, audit, quarantine,
-           channels]
+           channels, webhook]
 
 
 class _Parser(argparse.ArgumentParser):
