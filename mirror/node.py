@@ -19,6 +19,7 @@ The wiring, in dependency order (arrows: "is given to"):
     PeerClient, TrustStore, ChunkStore, Ingestor -> FileCopier -> Replicator (sync --from)
     Archiver, Evictor, Collector -> LifecycleJob
     Catalog (audit), NodeKey -> AuditLog -> everything that audits (lifecycle, verify, CLI commands)
+    catalog.versions -> VersionMetrics (reported values, traffic per version: HTTP edge, gates)
 
 A later issue adds a component here and nowhere else: a peer origin goes into `origins`
 before upstream, an S3 backend replaces `LocalBackend`, a metrics wrapper wraps a
@@ -53,6 +54,7 @@ from mirror.auth.policy import RepoPolicy
 from mirror.auth.tokens import TokenStore
 from mirror.auth.totp import Totp
 from mirror.catalog import Catalog
+from mirror.channels.metrics import VersionMetrics
 from mirror.clock import Clock, SystemClock
 from mirror.config import Config, ConfigError, parse_duration, parse_size
 from mirror.errors import StorageError
@@ -150,6 +152,8 @@ class Node:
     totp: Totp
     gate: Gate
     quarantine: Quarantine
+    # Releases and channels.
+    version_metrics: VersionMetrics
     online: bool = False
 
     async def __aenter__(self) -> "Node":
@@ -185,6 +189,7 @@ class Node:
                 await self.catalog.meta.flush()
                 await self.audit.flush()
                 await self.tokens.flush()
+                await self.version_metrics.flush()
                 if failing:
                     log.info("access records are written again")
                 failing = False
@@ -203,6 +208,12 @@ class Node:
                 await self.audit.close()
             except Exception:
                 log.exception("cannot write the last audit records")
+            try:
+                await self.version_metrics.flush()
+            except StorageError as exc:
+                log.warning("closing without the last per-version traffic counts: %s", exc.message)
+            except Exception:
+                log.exception("cannot write the last per-version traffic counts")
             if self.online:
                 await self.hub.close()
                 await self.peer_client.close()
@@ -289,6 +300,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         trust=trust, peer_client=peer_client, peers=peers,
         peer_auth=PeerAuth(trust, clock, config.peers.max_skew, key.public_hex),
         audit=audit, tokens=tokens, totp=totp, quarantine=quarantine,
+        version_metrics=VersionMetrics(catalog.versions, clock),
         gate=Gate(config.auth, tokens, totp, RepoPolicy(config.auth), catalog.tokens, audit, clock,
                   service_token=service_token),
         peer_service=PeerService(files, fetcher, store, catalog.repos, catalog.changes, peer_origin, key.public_hex),
