@@ -25,7 +25,7 @@ from mirror.http.auth import GATE, ROUTE_ACTIONS, auth_middleware
 from mirror.http import admin_api
 from mirror.http.allowlist import ALLOWLIST, Allowlist, allowlist_middleware
 from mirror.http.caller import caller_middleware
-from mirror.http.context import AUDIT, CONFIG, COUNTERS, FILES, METADATA, NODE, PASSTHROUGH
+from mirror.http.context import AUDIT, CONFIG, COUNTERS, FILES, METADATA, NODE, PASSTHROUGH, VERSIONS
 from mirror.http.listen import Listener, listen, listen_tcp
 from mirror.http.middleware import ACCESS_LOG_ON, access_middleware, errors_middleware
 from mirror.http.peer_api import PEER_AUTH, PEER_KEY, PEER_SERVICE, PEER_TABLE, peer_routes
@@ -56,6 +56,7 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
             app[NODE] = node
             app[METADATA] = node.metadata
             app[FILES] = node.files
+            app[VERSIONS] = node.version_metrics
             app[PASSTHROUGH] = node.passthrough
             app[COUNTERS] = node.catalog.meta
             app[PEER_SERVICE] = node.peer_service

@@ -22,6 +22,7 @@ The wiring, in dependency order (arrows: "is given to"):
     AliasTable, Metadata, UpstreamNames(Passthrough) -> Channels -> Releases, CanaryController
     Catalog (audit), NodeKey -> AuditLog -> everything that audits (lifecycle, verify, CLI commands)
     catalog.channels (the outbox), the [channels] HMAC key -> Webhook (the daemon delivers)
+    catalog.versions -> VersionMetrics (reported values, traffic per version: HTTP edge, gates)
 
 A later issue adds a component here and nowhere else: a peer origin goes into `origins`
 before upstream, an S3 backend replaces `LocalBackend`, a metrics wrapper wraps a
@@ -57,10 +58,12 @@ from mirror.auth.tokens import TokenStore
 from mirror.auth.totp import Totp
 from mirror.catalog import Catalog
 from mirror.channels.aliases import Channels
+from mirror.channels.canary import CanaryController
 from mirror.channels.releases import Releases
 from mirror.channels.shadow import UpstreamNames
 from mirror.channels.table import AliasTable
 from mirror.channels.webhook import Webhook
+from mirror.channels.metrics import VersionMetrics
 from mirror.clock import Clock, SystemClock
 from mirror.config import Config, ConfigError, parse_duration, parse_size
 from mirror.errors import StorageError
@@ -162,6 +165,8 @@ class Node:
     releases: Releases
     channels: Channels
     webhook: Webhook
+    version_metrics: VersionMetrics
+    canary: CanaryController
     online: bool = False
 
     async def __aenter__(self) -> "Node":
@@ -180,6 +185,7 @@ class Node:
         if interval > 0:
             self.scheduler.spawn(self.lifecycle.forever(interval), name="lifecycle")
         self.scheduler.spawn(self.peers.forever(), name="peers")
+        self.scheduler.spawn(self.canary.forever(), name="canary")
         if self.config.channels.webhook:
             self.scheduler.spawn(self.webhook.forever(), name="webhook")
 
@@ -199,6 +205,7 @@ class Node:
                 await self.catalog.meta.flush()
                 await self.audit.flush()
                 await self.tokens.flush()
+                await self.version_metrics.flush()
                 if failing:
                     log.info("access records are written again")
                 failing = False
@@ -218,6 +225,12 @@ class Node:
                 await self.audit.close()
             except Exception:
                 log.exception("cannot write the last audit records")
+            try:
+                await self.version_metrics.flush()
+            except StorageError as exc:
+                log.warning("closing without the last per-version traffic counts: %s", exc.message)
+            except Exception:
+                log.exception("cannot write the last per-version traffic counts")
             if self.online:
                 await self.hub.close()
                 await self.peer_client.close()
@@ -276,6 +289,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
                         fallback=PeerRecords(peers, peer_client, catalog.repos, clock, config.peers.ref_max_age),
                         min_age=parse_duration(config.policy.min_upstream_age), local=aliases)
     passthrough = Passthrough(hub, catalog.repos, catalog.api, access)
+    version_metrics = VersionMetrics(catalog.versions, clock)
     webhook = Webhook(catalog.channels, config.channels, clock, webhook_secret.encode() if webhook_secret is not None else None)
     channels = Channels(catalog, aliases, metadata, UpstreamNames(passthrough, catalog.repos), clock, key.public_hex, audit,
                         wake=webhook.wake, announcing=webhook.enabled)
@@ -311,6 +325,8 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         trust=trust, peer_client=peer_client, peers=peers,
         peer_auth=PeerAuth(trust, clock, config.peers.max_skew, key.public_hex),
         audit=audit, tokens=tokens, totp=totp, quarantine=quarantine,
+        version_metrics=version_metrics,
+        canary=CanaryController(catalog, channels, version_metrics, clock, config.channels.tick),
         gate=Gate(config.auth, tokens, totp, RepoPolicy(config.auth), catalog.tokens, audit, clock,
                   service_token=service_token),
         peer_service=PeerService(files, fetcher, store, catalog.repos, catalog.changes, peer_origin, key.public_hex),

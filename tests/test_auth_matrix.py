@@ -51,10 +51,15 @@ class Route:
     body: Body = lambda _tag: None
     repo: str = ""  # the repo a Hub-facing route names (developer grants apply)
     hub_facing: bool = False  # a refused repo read answers X-Error-Code GatedRepo (hf clients understand it)
+    ok: int = 200  # the status of an allowed call
 
 
 def _key() -> str:
     return secrets.token_hex(32)
+
+
+def _report() -> dict[str, Any]:
+    return {"repo": "team/model", "revision": "main", "name": "accuracy", "value": 0.9}
 
 
 A = "/_admin/v1"
@@ -88,6 +93,11 @@ ROUTES = [
     Route("admin-write", "POST", f"{A}/local-only", "config.manage", lambda t: {"namespace": f"island-{t}", "local": True}),
     Route("admin-write", "POST", f"{A}/keys/trust", "config.manage", lambda _t: {"public_key": _key(), "label": "x"}),
     Route("admin-write", "POST", f"{A}/keys/revoke", "config.manage", lambda _t: {"public_key": _key()}),
+    Route("admin-read", "GET", f"{A}/metrics?repo=team/model&revision=main", "releases.read"),
+    Route("admin-read", "GET", f"{A}/metrics/compare?repo=team/model&a=main&b=main", "releases.read"),
+    Route("admin-write", "POST", "/_admin/metrics", "metrics.report", lambda _t: _report(), repo="team/model", ok=201),
+    Route("admin-write", "POST", f"{A}/metrics", "metrics.report", lambda _t: {"metrics": [_report()]}, repo="team/model",
+          ok=201),
     Route("audit", "GET", f"{A}/audit?limit=50", "audit.read"),
     Route("audit", "GET", f"{A}/audit/verify", "audit.read"),
     Route("releases", "GET", f"{A}/releases?repo=team/model", "releases.read"),
@@ -107,7 +117,7 @@ def expected(config: str, role: str, route: Route) -> tuple[int, str | None, str
         return 403, "GatedRepo" if route.hub_facing else "AccessDenied", "AccessDenied"
     if role == "developer" and route.repo and not any(route.repo.startswith(g + "/") for g in DEV_GRANTS):
         return 403, "GatedRepo", "AccessDenied"  # the table allows the action, the grants refuse the repo
-    return 200, None, None
+    return route.ok, None, None
 
 
 def call(m: MirrorDaemon, method: str, path: str, tok: str | None = None, body: Any = None,

@@ -25,6 +25,7 @@ ACTIONS: dict[str, str] = {
     "cache.write": "evict, gc, archive, thaw, pin, import, export, repair, quarantine release",
     "releases.read": "read releases, channels and aliases",
     "releases.write": "create releases, move channels and aliases, roll back",
+    "metrics.report": "report per-version metrics (POST /_admin/metrics)",
     "tokens.manage": "create and revoke tokens, grant roles and service-token grants",
     "config.manage": "upstream token, node key, peer trust, local-only namespaces",
     "audit.read": "read, export and verify the audit log",
@@ -39,7 +40,7 @@ ROLES = ("admin", "developer", "auditor")
 
 _TABLE: dict[str, frozenset[str]] = {
     "admin": frozenset(a for a in ACTIONS if a != "peer.api"),
-    "developer": frozenset({"health", "hub.read", "files.read", "pull.request", "releases.read"}),
+    "developer": frozenset({"health", "hub.read", "files.read", "pull.request", "releases.read", "metrics.report"}),
     "auditor": frozenset({"health", "hub.read", "cache.read", "releases.read", "audit.read", "metrics.read", "ui.read"}),
     "anonymous": frozenset({"health", "hub.read", "files.read"}),
     "peer": frozenset({"health", "peer.api"}),
@@ -59,6 +60,7 @@ CLI_COMMANDS: dict[str, str] = {
     "token": "tokens.manage", "grant": "tokens.manage", "ungrant": "tokens.manage", "audit": "audit.read",
     "release": "releases.write", "alias": "releases.write",
     "webhook": "config.manage",
+    "metrics": "metrics.report",
 }
 # Sub-actions that only read (the command's action otherwise).
 CLI_READS: dict[tuple[str, str], str] = {
@@ -66,6 +68,7 @@ CLI_READS: dict[tuple[str, str], str] = {
     ("keys", "list"): "cache.read", ("token", "list"): "tokens.manage", ("webhook", "status"): "cache.read",
     ("release", "list"): "releases.read", ("release", "show"): "releases.read", ("alias", "get"): "releases.read",
     ("alias", "list"): "releases.read", ("alias", "history"): "releases.read", ("alias", "at"): "releases.read",
+    ("metrics", "show"): "releases.read", ("metrics", "compare"): "releases.read",
 }
 
 

@@ -2,7 +2,7 @@
 project lives in this package.
 
 `Catalog` groups the per-noun parts (`repos`, `content`, `meta`, `api`, `pins`, `usage`, `changes`,
-`tokens`, `audit`, `scans`, `channels`) over one `Database`.
+`tokens`, `audit`, `scans`, `channels`, `versions`) over one `Database`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from mirror.catalog.quarantine import ScanCatalog
 from mirror.catalog.repos import RepoCatalog, RepoRow
 from mirror.catalog.tokens import TokenCatalog
 from mirror.catalog.usage import UsageCatalog
+from mirror.catalog.versions import VersionCatalog
 from mirror.clock import Clock, SystemClock
 from mirror.errors import StorageError
 
@@ -47,6 +48,7 @@ class Catalog:
         self.audit = AuditCatalog(db, clock.now)
         self.scans = ScanCatalog(db, clock.now)
         self.channels = ChannelCatalog(db, clock.now)
+        self.versions = VersionCatalog(db, clock.now)
 
     @classmethod
     async def open(cls, path: Path, clock: Clock | None = None) -> "Catalog":

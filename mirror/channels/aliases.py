@@ -23,6 +23,7 @@ from mirror.audit.log import AuditLog
 from mirror.caller import Caller
 from mirror.catalog import Catalog
 from mirror.catalog.channels import AliasEvent, AliasRow, Change
+from mirror.channels.metrics import check_name
 from mirror.channels.names import alias_name, looks_like_commit
 from mirror.channels.plan import CanaryPlan
 from mirror.channels.shadow import Unknown, UpstreamNames
@@ -198,6 +199,8 @@ class Channels:
         return change
 
     async def canary(self, key: RepoKey, name: str, rev: str, plan: CanaryPlan, caller: Caller, *, reason: str = "") -> Change:
+        for gate in plan.gates:
+            check_name(gate.metric, builtin_ok=True)
         target = await self.target(key, rev, caller)
 
         def decide(row: AliasRow | None) -> Change | None:

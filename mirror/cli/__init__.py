@@ -17,12 +17,12 @@ import sys
 from typing import Sequence
 
 from mirror import __version__
-from mirror.cli import (admin, audit, bundle, channels, doctor, hfcache, inspect, keys, lifecycle, peers, pins, quarantine,
-                        serve, sync, tokens, webhook)
+from mirror.cli import (admin, audit, bundle, channels, doctor, hfcache, inspect, keys, lifecycle, metrics, peers, pins,
+                        quarantine, serve, sync, tokens, webhook)
 from mirror.errors import MirrorError
 
 _GROUPS = [serve, sync, inspect, pins, hfcache, doctor, bundle, keys, peers, tokens, admin, lifecycle, audit, quarantine,
-           channels, webhook]
+           channels, metrics, webhook]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -14,8 +14,7 @@ from mirror.errors import AccessDenied, MirrorError
 
 
 async def check(args: argparse.Namespace, token: str) -> None:
-    sub = next((getattr(args, f"{group}_command") for group in ("keys", "quarantine", "token", "webhook", "release", "alias")
-                if getattr(args, f"{group}_command", None)), None)
+    sub = getattr(args, f"{args.command}_command", None)  # a group's action: keys_command, metrics_command, ...
     action = cli_action(args.command, sub, repair=bool(getattr(args, "repair", False)))
     async with node_for(args) as node:
         try:

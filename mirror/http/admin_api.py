@@ -1,11 +1,12 @@
-"""The admin route group (`/_admin/v1/*`): served on the main listener, or only on the
+"""The admin route group (`/_admin/v1/*`, and `POST /_admin/metrics`): served on the main listener, or only on the
 admin listener when `[server] admin_listen` is set (app.py decides which).
 
 One table: each route with the permission-table action it performs (auth/permissions.py)
 and whether it changes state (with `[auth] admin_totp`, an admin then also needs a
 fresh `X-Mirror-OTP` code). The auth middleware (http/auth.py) enforces both before a
-handler runs; the handlers (http/admin_cache.py, http/admin_auth.py) are thin calls
-into the node's components and answer JSON. Bodies are JSON objects.
+handler runs; the handlers (http/admin_cache.py, http/admin_auth.py,
+http/admin_metrics.py) are thin calls into the node's components and answer JSON.
+Bodies are JSON objects.
 
 `GET /_admin/v1/ping` answers `{"ok": true}`, so an operator (and the tests) can tell
 which listener carries the admin routes.
@@ -18,6 +19,7 @@ from aiohttp import web
 from mirror.http import admin_auth as a
 from mirror.http import admin_cache as c
 from mirror.http import admin_releases as r
+from mirror.http import admin_metrics as m
 from mirror.http.routes import AdminRoute
 
 V1 = "/_admin/v1"
@@ -50,6 +52,11 @@ def admin_routes() -> list[AdminRoute]:
         (web.post(f"{V1}/grants", a.add_grant), "tokens.manage", True),
         (web.delete(f"{V1}/grants", a.remove_grant), "tokens.manage", True),
         (web.post(f"{V1}/local-only", a.local_only), "config.manage", True),
+        # per-version metrics (POST /_admin/metrics is the short form reporters use)
+        (web.post("/_admin/metrics", m.report), "metrics.report", True),
+        (web.post(f"{V1}/metrics", m.report), "metrics.report", True),
+        (web.get(f"{V1}/metrics", m.show), "releases.read", False),
+        (web.get(f"{V1}/metrics/compare", m.compare), "releases.read", False),
         # the audit log
         (web.get(f"{V1}/audit", a.read_audit), "audit.read", False),
         (web.get(f"{V1}/audit/verify", a.verify_audit), "audit.read", False),

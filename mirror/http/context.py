@@ -9,6 +9,7 @@ from aiohttp import web
 
 from mirror.audit.log import AuditLog
 from mirror.catalog.meta import MetaCatalog
+from mirror.channels.metrics import VersionMetrics
 from mirror.config import Config
 from mirror.node import Node
 from mirror.resolve.files import Files
@@ -21,6 +22,8 @@ FILES = web.AppKey("files", Files)
 PASSTHROUGH = web.AppKey("passthrough", Passthrough)
 COUNTERS = web.AppKey("counters", MetaCatalog)
 AUDIT = web.AppKey("audit", AuditLog)
+# Per-version traffic: every served file request is counted (hub_files.py).
+VERSIONS = web.AppKey("versions", VersionMetrics)
 # The whole node, for the admin API only: its handlers are thin calls into components
 # (http/admin_*.py), and they reach many of them.
 NODE = web.AppKey("node", Node)

@@ -4,6 +4,9 @@ HEAD answers 200 with the metadata headers and the exact size, never a redirect.
 streams from the best source (resolve/files.py) with 200, or 206 for a single valid
 Range. When a source fails after the headers went out, the connection is aborted so the
 client sees a failed download, never a short or wrong "complete" file.
+
+Every request that found its file is counted for its version (channels/metrics.py
+`observe`: memory only): the status it ended with and the bytes sent.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
+from mirror.caller import Caller
 from mirror.errors import MirrorError
 from mirror.http import parse
 from mirror.http.caller import caller_of
-from mirror.http.context import COUNTERS, FILES, resolved_headers
+from mirror.http.context import COUNTERS, FILES, VERSIONS, resolved_headers
 from mirror.http.middleware import client_aborted
 from mirror.model import FileEntry
+from mirror.resolve.files import Files
 from mirror.resolve.metadata import Resolved
 
 log = logging.getLogger("mirror.http")
@@ -59,10 +64,40 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
     caller = caller_of(request)
     files = request.app[FILES]
     res, entry = await files.locate(key, rev, path, caller)
+    # Counted for its version (channels/metrics.py): what the client got, in memory.
+    outcome = _Outcome()
+    try:
+        return await _send(request, files, res, entry, caller, outcome)
+    except MirrorError as exc:
+        outcome.status = exc.status
+        raise
+    except (asyncio.CancelledError, ConnectionError):
+        outcome.status = 499
+        raise
+    finally:
+        request.app[VERSIONS].observe(res.repo, res.commit, caller.client_key, outcome.status, outcome.sent)
+
+
+class _Outcome:
+    """The status a request ended with (500 until it is known: an escaped exception
+    and a stream aborted by a failing source are the mirror's failures; 499 is a
+    client that went away) and the bytes sent."""
+
+    __slots__ = ("status", "sent")
+
+    def __init__(self) -> None:
+        self.status = 500
+        self.sent = 0
+
+
+async def _send(request: web.Request, files: Files, res: Resolved, entry: FileEntry, caller: Caller,
+                outcome: _Outcome) -> web.StreamResponse:
+    key, path = res.key, entry.path
     headers = _file_headers(res, entry)
     if request.method == "HEAD":
         if entry.size <= _HF_SIZE_GUARD:
             headers["Content-Length"] = str(entry.size)
+        outcome.status = 200
         return web.Response(status=200, headers=headers)
     rng = parse.byte_range(request.headers.get("Range"), entry.size)
     if rng is not None and request.headers.get("If-Range") and request.headers["If-Range"].strip() != headers["ETag"]:
@@ -99,6 +134,7 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
         # The client went away (interrupted download, a parallel downloader closing a
         # spare connection): its doing, not ours. The access line says 499; no traceback.
         client_aborted(request, progress[0])
+        outcome.status = 499
         _abort(request)
         return resp
     except Exception:
@@ -113,10 +149,12 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
         await _stop(pump, pieces)
         STREAMS.open -= 1
         request.app[COUNTERS].bump("served_bytes", progress[0])
+        outcome.sent = progress[0]
     if progress[0] != end - start:
         _abort(request)
         return resp
     await resp.write_eof()
+    outcome.status = resp.status
     return resp
 
 
