@@ -5,6 +5,8 @@ the daemon's data directory while it serves."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -13,7 +15,7 @@ from tests.hubenv import raw  # isort: skip
 import pytest
 from huggingface_hub import HfApi, HfFileSystem, hf_hub_download, snapshot_download
 
-from tests.clihelp import run_cli, run_json
+from tests.clihelp import clean_env, run_cli, run_json
 from tests.daemon import MirrorDaemon
 from tests.fakehub import FakeHub
 
@@ -21,7 +23,12 @@ REPO = "org/m"
 
 
 def _files(n: int) -> dict[str, bytes]:
-    return {"config.json": json.dumps({"version": n}).encode(), "weights.bin": bytes([n]) * 4096, "README.md": b"# m"}
+    config = {"model_type": "bert", "hidden_size": 8 * (n + 1), "version": n}
+    return {"config.json": json.dumps(config).encode(), "weights.bin": bytes([n]) * 4096, "README.md": b"# m"}
+
+
+def version(data: bytes | str) -> int:
+    return int(json.loads(data)["version"])
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +77,14 @@ def test_release_resolves_like_a_tag_everywhere(env, capsys, tmp_path: Path) -> 
     assert code == 1 and "immutable" in err
     # Resolves like a tag: resolve, repo info, snapshot, HfFileSystem.
     status, headers, body = config_at(m, "v1.0.0")
-    assert status == 200 and json.loads(body) == {"version": 1}
+    assert status == 200 and version(body) == 1
     assert headers["X-Repo-Commit"] == shas[1] and headers["X-Mirror-Revision"] == "release v1.0.0"
     info = HfApi(endpoint=m.url).model_info(REPO, revision="v1.0.0")
     assert info.sha == shas[1]
     path = hf_hub_download(REPO, "config.json", revision="v1.0.0", endpoint=m.url, cache_dir=tmp_path / "c")
-    assert json.loads(Path(path).read_text()) == {"version": 1}
+    assert version(Path(path).read_text()) == 1
     fs = HfFileSystem(endpoint=m.url)
-    assert json.loads(fs.read_text(f"{REPO}@v1.0.0/config.json")) == {"version": 1}
+    assert version(fs.read_text(f"{REPO}@v1.0.0/config.json")) == 1
 
 
 def test_alias_follows_every_change_on_the_next_request(env, capsys, tmp_path: Path) -> None:
@@ -85,7 +92,7 @@ def test_alias_follows_every_change_on_the_next_request(env, capsys, tmp_path: P
     out = cli_json(capsys, m, "alias", "set", REPO, "prod", shas[1], "--reason", "first release")
     assert out["alias"]["commit"] == shas[1]
     snap = snapshot_download(REPO, revision="prod", endpoint=m.url, cache_dir=tmp_path / "a")
-    assert json.loads((Path(snap) / "config.json").read_text()) == {"version": 1}
+    assert version((Path(snap) / "config.json").read_text()) == 1
     status, headers, _ = config_at(m, "prod")
     assert status == 200 and headers["X-Repo-Commit"] == shas[1] and headers["X-Mirror-Revision"] == "alias prod"
     # Set by release name: the alias shows the release.
@@ -101,9 +108,19 @@ def test_alias_follows_every_change_on_the_next_request(env, capsys, tmp_path: P
     commits = api.list_repo_commits(REPO, revision="prod")
     assert commits[0].commit_id == shas[2]
     fs = HfFileSystem(endpoint=m.url)
-    assert json.loads(fs.read_text(f"{REPO}@prod/config.json")) == {"version": 2}
+    assert version(fs.read_text(f"{REPO}@prod/config.json")) == 2
     path = hf_hub_download(REPO, "config.json", revision="prod", endpoint=m.url, cache_dir=tmp_path / "b")
-    assert json.loads(Path(path).read_text()) == {"version": 2}
+    assert version(Path(path).read_text()) == 2
+    # transformers and the `hf` CLI, unchanged, by alias (HF_ENDPOINT pointing at the mirror).
+    env = dict(clean_env(), HF_ENDPOINT=m.url, HF_HOME=str(tmp_path / "home"), HF_HUB_DISABLE_XET="1")
+    code = f"from transformers import AutoConfig; print(AutoConfig.from_pretrained('{REPO}', revision='prod').hidden_size)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split()[-1] == "24", out.stderr[-2000:]
+    hf = Path(sys.executable).parent / "hf"
+    out = subprocess.run([str(hf), "download", REPO, "config.json", "--revision", "prod", "--cache-dir",
+                          str(tmp_path / "cli")], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert version(Path(out.stdout.strip().splitlines()[-1].split("path:")[-1].strip()).read_bytes()) == 2
     # An unchanged set records nothing.
     out = cli_json(capsys, m, "alias", "set", REPO, "prod", "v1.1.0-rc.1", "--reason", "again")
     assert out["changed"] is False
@@ -190,7 +207,7 @@ def test_alias_resolves_with_upstream_down(env, capsys, tmp_path: Path) -> None:
     try:
         before = hub.count()
         snap = snapshot_download(REPO, revision="offline", endpoint=m.url, cache_dir=tmp_path / "o")
-        assert json.loads((Path(snap) / "config.json").read_text()) == {"version": 3}
+        assert version((Path(snap) / "config.json").read_text()) == 3
         status, headers, _ = config_at(m, "offline")
         assert status == 200 and headers["X-Repo-Commit"] == shas[3] and "X-Mirror-Stale" not in headers
         assert hub.count() == before  # not one upstream request
