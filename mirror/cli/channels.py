@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from mirror.audit.actor import cli_actor
 from mirror.caller import Caller
 from mirror.channels import render
-from mirror.cli.common import add_config_args, node_for, print_json
+from mirror.cli.common import add_config_args, node_for, parse_when, print_json
 from mirror.errors import UsageError
 from mirror.model import REPO_TYPES, RepoKey
 from mirror.units import parse_duration
@@ -103,25 +102,6 @@ def _key(args: argparse.Namespace) -> RepoKey:
 def _caller() -> Caller:
     """The operator at the shell: an admin, with their own Hub token if they set one."""
     return Caller(hub_token=os.environ.get("HF_TOKEN") or None, address="cli", principal=cli_actor(), role="admin")
-
-
-def _when(text: str, now: float) -> float:
-    t = text.strip()
-    try:
-        return float(t)
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(t.replace("Z", "+00:00"))
-    except ValueError:
-        try:
-            return now - parse_duration(t)
-        except Exception:
-            raise UsageError(f"--time {text!r}: use ISO 8601 (2026-11-29T12:00:00Z), unix seconds, or a duration "
-                             "ago (2h)") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.timestamp()
 
 
 # --- releases ---------------------------------------------------------------------------
@@ -255,18 +235,13 @@ async def run_alias_history(args: argparse.Namespace) -> int:
 
 
 async def run_alias_rollback(args: argparse.Namespace) -> int:
-    key = _key(args)
-    async with node_for(args) as node:
-        change = await node.channels.rollback(key, args.alias, _caller(), reason=args.reason)
-        row = await node.channels.get(key, args.alias)
-    _print_change(args, key, change, row)
-    return 0
+    return await _alias_change(args, "rollback")
 
 
 async def run_alias_at(args: argparse.Namespace) -> int:
     key = _key(args)
     async with node_for(args) as node:
-        when = _when(args.time, node.clock.now())
+        when = parse_when(args.time, node.clock.now())
         ev = await node.channels.at(key, args.alias, when)
     if args.json:
         print_json({"repo": key.repo_id, "alias": args.alias, "time": render.iso(when),
@@ -296,26 +271,22 @@ async def run_alias_canary(args: argparse.Namespace) -> int:
 
 
 async def run_alias_promote(args: argparse.Namespace) -> int:
-    key = _key(args)
-    async with node_for(args) as node:
-        change = await node.channels.promote(key, args.alias, _caller(), reason=args.reason)
-        row = await node.channels.get(key, args.alias)
-    _print_change(args, key, change, row)
-    return 0
+    return await _alias_change(args, "promote")
 
 
 async def run_alias_abort(args: argparse.Namespace) -> int:
-    key = _key(args)
-    async with node_for(args) as node:
-        change = await node.channels.abort(key, args.alias, _caller(), reason=args.reason)
-        row = await node.channels.get(key, args.alias)
-    _print_change(args, key, change, row)
-    return 0
+    return await _alias_change(args, "abort")
 
 
 async def run_alias_delete(args: argparse.Namespace) -> int:
+    return await _alias_change(args, "delete")
+
+
+async def _alias_change(args: argparse.Namespace, what: str) -> int:
+    """rollback, promote, abort, delete: one call on the alias, then what it serves now."""
     key = _key(args)
     async with node_for(args) as node:
-        change = await node.channels.delete(key, args.alias, _caller(), reason=args.reason)
-    _print_change(args, key, change, None)
+        change = await getattr(node.channels, what)(key, args.alias, _caller(), reason=args.reason)
+        row = None if what == "delete" else await node.channels.get(key, args.alias)
+    _print_change(args, key, change, row)
     return 0

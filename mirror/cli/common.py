@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from mirror import config as config_mod
 from mirror.config import Config, StoreConfig
-from mirror.errors import UsageError
+from mirror.errors import MirrorError, UsageError
 from mirror.store.layout import Layout
 
 if TYPE_CHECKING:
@@ -96,3 +96,26 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1024
     return f"{n:.2f} TiB"
+
+
+def parse_when(text: str, now: float, flag: str = "--time") -> float:
+    """A point in time from the shell: unix seconds, ISO 8601 (UTC unless it carries an
+    offset; a trailing Z works), or a duration ago ("2h", "30m")."""
+    from datetime import datetime, timezone
+
+    from mirror.units import parse_duration
+
+    t = text.strip()
+    try:
+        return float(t)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            return now - parse_duration(t)
+        except MirrorError:
+            raise UsageError(f"{flag} {text!r}: use ISO 8601 (2026-11-29T12:00:00Z), unix seconds, or a duration "
+                             "ago (2h)") from None
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()

@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 from mirror.audit.actor import cli_actor
-from mirror.cli.common import add_config_args, human_bytes, node_for, print_json
+from mirror.cli.common import add_config_args, human_bytes, node_for, parse_when, print_json
 from mirror.errors import UsageError
 from mirror.model import REPO_TYPES
 
@@ -73,20 +72,6 @@ def parse_values(items: list[str]) -> list[tuple[str, float]]:
     return out
 
 
-def parse_time(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"--time {text!r} is neither unix seconds nor an ISO 8601 time") from None
-    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
-
-
 async def run_record(args: argparse.Namespace) -> int:
     from mirror.admin.revisions import parse_spec
     from mirror.channels.metrics import resolve_version, tell_canary
@@ -94,7 +79,8 @@ async def run_record(args: argparse.Namespace) -> int:
     key, rev = parse_spec(args.spec, args.repo_type)
     if rev is None:
         raise UsageError("name the version: REPO@REV")
-    values, at, actor = parse_values(args.values), parse_time(args.time), cli_actor()
+    values, actor = parse_values(args.values), cli_actor()
+    at = parse_when(args.time, time.time()) if args.time is not None else None
     async with node_for(args) as node:
         repo, commit = await resolve_version(node, key, rev, f"id:{args.client}" if args.client else "")
         vm = node.version_metrics

@@ -163,16 +163,16 @@ async def start_canary(request: web.Request) -> web.Response:
 
 
 async def promote_alias(request: web.Request) -> web.Response:
-    data = await body(request)
-    key, name = _repo(data), text(data, "alias", limit=64)
-    change = await node(request).channels.promote(key, name, _caller(request),
-                                                  reason=text(data, "reason", default="", limit=1000))
-    return await _changed(request, key, name, change)
+    return await _end_canary(request, "promote")
 
 
 async def abort_alias(request: web.Request) -> web.Response:
+    return await _end_canary(request, "abort")
+
+
+async def _end_canary(request: web.Request, what: str) -> web.Response:
     data = await body(request)
     key, name = _repo(data), text(data, "alias", limit=64)
-    change = await node(request).channels.abort(key, name, _caller(request),
-                                                reason=text(data, "reason", default="", limit=1000))
+    change = await getattr(node(request).channels, what)(key, name, _caller(request),
+                                                         reason=text(data, "reason", default="", limit=1000))
     return await _changed(request, key, name, change)
