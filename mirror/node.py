@@ -292,7 +292,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     version_metrics = VersionMetrics(catalog.versions, clock)
     webhook = Webhook(catalog.channels, config.channels, clock, webhook_secret.encode() if webhook_secret is not None else None)
     channels = Channels(catalog, aliases, metadata, UpstreamNames(passthrough, catalog.repos), clock, key.public_hex, audit,
-                        wake=webhook.wake, announcing=webhook.enabled)
+                        wake=webhook.wake, announcing=webhook.enabled, keep_hot=archiver.keep_hot)
     lifecycle = LifecycleJob(archiver, evictor, collector)
     # Short of space: evict and collect now, whatever the lifecycle schedule.
     space = SpaceGuard(layout.root, parse_size(config.store.min_free), clock,

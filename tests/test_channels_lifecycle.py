@@ -49,3 +49,23 @@ async def test_released_and_aliased_commits_survive_archive_eviction_and_gc(data
         assert (await svc.verifier.verify()).ok
     finally:
         await svc.close()
+
+
+async def test_naming_an_archived_revision_brings_it_back_to_the_hot_tier(data_dir: Path) -> None:
+    clock = past_clock(0)
+    svc = await open_node(data_dir, clock, archive_after="1d", keep_revisions=0)
+    try:
+        old, new = random_bytes(MiB, seed=7), random_bytes(MiB, seed=8)
+        await add_revision(svc, "org/m", sha(1), {"w.bin": old})
+        await add_revision(svc, "org/m", sha(2), {"w.bin": new})
+        clock.advance(30 * DAY)
+        assert set((await svc.archiver.archive()).revisions) == {sha(1), sha(2)}
+        assert not chunk_ids(old) & hot_ids(svc)
+        await svc.channels.set(KEY, "prod", sha(1), ADMIN, reason="roll back to the old model", force=True)
+        assert chunk_ids(old) <= hot_ids(svc)  # thawed when the alias named it
+        await svc.releases.create(KEY, "v2.0.0", sha(2), ADMIN, force=True)
+        assert chunk_ids(new) <= hot_ids(svc)
+        assert (await svc.archiver.archive()).revisions == []  # and kept hot
+        assert (await svc.verifier.verify()).ok
+    finally:
+        await svc.close()

@@ -73,6 +73,10 @@ class LifecycleCatalog:
             for r in rows
         ]
 
+    async def is_archived(self, repo: int, sha: str) -> bool:
+        row = await self.db.fetchone("SELECT 1 FROM revision_state WHERE repo = ? AND commit_sha = ?", (repo, sha))
+        return row is not None
+
     async def ref_history(self) -> dict[tuple[int, str], list[str]]:
         """For each (repo, ref name): the distinct commits it pointed at, newest first
         (the current target, then earlier ones from the changelog)."""

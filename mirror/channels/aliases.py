@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from mirror.audit.log import AuditLog
 from mirror.caller import Caller
@@ -49,8 +49,9 @@ class Target:
 class Channels:
     def __init__(self, catalog: Catalog, table: AliasTable, metadata: Metadata, upstream_names: UpstreamNames,
                  clock: Clock, node_key: str, audit: AuditLog, wake: Callable[[], None] = lambda: None,
-                 announcing: bool = False) -> None:
+                 announcing: bool = False, keep_hot: Callable[[int, str], Awaitable[bool]] | None = None) -> None:
         self.catalog = catalog
+        self.keep_hot = keep_hot  # thaws an archived revision a name now points at (lifecycle)
         self.announcing = announcing
         self.audit = audit
         self.table = table
@@ -270,6 +271,9 @@ class Channels:
                               to=body.get("to"), canary=body.get("canary"), weight=body.get("weight"),
                               reason=change.reason[:300])
             await self.table.changed()
+            if self.keep_hot is not None and change.row is not None:  # after: serving never waits for a thaw
+                for sha in {change.row.commit, change.row.canary} - {None}:
+                    await self.keep_hot(repo, sha)  # type: ignore[arg-type]
         if written.announce is not None:
             self.wake()
         return change

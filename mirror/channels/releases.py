@@ -54,6 +54,8 @@ class Releases:
         rel = Release(target.repo, name, version, target.commit, caller.actor, self.clock.now(), params,
                       tuple(lineage), meta, note)
         await self.catalog.create_release(rel)
+        if self.channels.keep_hot is not None:
+            await self.channels.keep_hot(rel.repo, rel.commit)
         self.channels.audit.record(caller.actor, "release.create", f"{key}:{name}", commit=rel.commit)
         await self.table.changed()
         return rel

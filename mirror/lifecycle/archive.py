@@ -30,7 +30,7 @@ from mirror.audit.log import AuditLog
 from mirror.catalog import Catalog
 from mirror.catalog.repos import RepoCatalog
 from mirror.clock import Clock
-from mirror.errors import ChunkMissing, RevisionNotFound, UsageError
+from mirror.errors import ChunkMissing, LockBusy, RevisionNotFound, UsageError
 from mirror.flock import FileLock
 from mirror.lifecycle.policy import Graph, Policy, cold_revisions, flush_access, load_graph, repo_names
 from mirror.model import RepoKey
@@ -279,15 +279,28 @@ class Archiver:
         log.info("thaw: %s, %d chunks, %d bytes back in the hot tier", sha[:12], rep.chunks, rep.raw_bytes)
         return rep
 
+    async def keep_hot(self, repo: int, sha: str, *, actor: str = LIFECYCLE) -> bool:
+        """Bring an archived revision back to the hot tier now (a release or an alias
+        just named it). False when another lifecycle operation holds the lock: the
+        next lifecycle round thaws it (`thaw_hot_again`: pinned revisions stay hot)."""
+        if not await self.catalog.lifecycle.is_archived(repo, sha):
+            return True
+        try:
+            await self.thaw(repo, sha, actor=actor)
+        except LockBusy:
+            log.info("revision %s is archived and named by an alias; the next lifecycle round thaws it", sha[:12])
+            return False
+        return True
+
     async def thaw_hot_again(self, policy: Policy | None = None) -> int:
-        """Thaw archived revisions read `thaw_after_hits` times since they were archived."""
+        """Thaw archived revisions read `thaw_after_hits` times since they were archived,
+        and those pinned since (a pin, a release, an alias)."""
         policy = policy or self.policy
-        if policy.thaw_after_hits <= 0:
-            return 0
         await flush_access(self.catalog)
         n = 0
         for r in await self.catalog.lifecycle.revisions():
-            if r.archived and r.hits - r.hits_at_archive >= policy.thaw_after_hits:
+            hot_again = policy.thaw_after_hits > 0 and r.hits - r.hits_at_archive >= policy.thaw_after_hits
+            if r.archived and (r.pinned or hot_again):
                 await self.thaw(r.repo, r.sha)
                 n += 1
         return n
