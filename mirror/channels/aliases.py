@@ -15,7 +15,6 @@ rolls the canary back instead (the stable side never moved).
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable
 
@@ -27,6 +26,7 @@ from mirror.channels.metrics import check_name
 from mirror.channels.names import alias_name, looks_like_commit
 from mirror.channels.plan import CanaryPlan
 from mirror.channels.shadow import Unknown, UpstreamNames
+from mirror.channels.split import canary_salt
 from mirror.channels.table import AliasTable
 from mirror.channels.webhook import announcement
 from mirror.clock import Clock
@@ -213,7 +213,7 @@ class Channels:
                 raise BadRequest(f"{name} already serves {target.commit[:12]}")
             now = self.clock.now()
             new = replace(row, canary=target.commit, canary_release=target.release, weight=plan.start,
-                          plan=plan.to_json(), salt=secrets.token_hex(8), started_at=now, next_at=now + plan.every,
+                          plan=plan.to_json(), salt=canary_salt(key, name, target.commit, now), started_at=now, next_at=now + plan.every,
                           failures=0, holding="")
             return self.make_change(key, row, new, "canary-start", caller.actor, reason or f"canary {plan.start:g}%",
                                 {"plan": plan.to_json(), "revision": rev})

@@ -34,7 +34,7 @@ def alias_json(key: RepoKey, row: AliasRow) -> dict[str, Any]:
         out["canary"] = {
             "commit": row.canary, "release": row.canary_release or None, "weight": row.weight, "plan": row.plan,
             "started_at": iso(row.started_at), "next_at": iso(row.next_at), "failures": row.failures,
-            "holding": row.holding or None,
+            "holding": row.holding or None, "salt": row.salt,
         }
     return out
 

@@ -9,7 +9,9 @@ X-Client-Id, else Hub-token fingerprint, else address), so:
   shares the catalog row;
 - raising the weight only moves clients from the stable side to the canary (a bucket
   below 10% is below 20%), never back; lowering it does the reverse only;
-- a new canary draws a new salt, so the same clients are not always the first to try.
+- a new canary gets a new salt, so the same clients are not always the first to try;
+  the salt is derived from the canary (repo, alias, commit, start time) rather than
+  drawn at random, so who is on which side can be recomputed from the history alone.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from __future__ import annotations
 import blake3
 
 BUCKETS = 10_000
+
+
+def canary_salt(key: object, alias: str, commit: str, started_at: float) -> str:
+    return blake3.blake3(f"{key}\0{alias}\0{commit}\0{started_at!r}".encode()).hexdigest()[:16]
 
 
 def bucket(salt: str, client_key: str) -> int:

@@ -53,7 +53,7 @@ class AliasTable:
 
     async def pick(self, repo: int, name: str, client_key: str) -> Pick | None:
         if not self._loaded or self._stamp_id() != self._seen:
-            await self.reload()
+            await self.reload(only_if_moved=True)
         row = self._aliases.get((repo, name))
         if row is not None:
             if row.canary is None:
@@ -69,9 +69,11 @@ class AliasTable:
     def has_any(self) -> bool:
         return bool(self._aliases or self._releases)
 
-    async def reload(self) -> None:
+    async def reload(self, *, only_if_moved: bool = False) -> None:
         async with self._lock:
             seen = self._stamp_id()  # before the read: a change racing it reloads again
+            if only_if_moved and self._loaded and seen == self._seen:
+                return  # requests that queued behind one reload share it
             generation = await self.catalog.generation()
             aliases = {(a.repo, a.name): a for a in await self.catalog.aliases()}
             releases = {(r.repo, r.name): r.commit for r in await self.catalog.releases()}
