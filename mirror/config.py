@@ -185,8 +185,15 @@ class ChannelsConfig:
     webhook_attempts: int = 8
     # Seconds per delivery attempt.
     webhook_timeout: float = 10.0
-    # Seconds between the canary controller's looks at running canaries.
+    # Seconds between the canary controller's looks at running canaries (and, on a node
+    # that follows an authority, between its pulls of the authority's channels).
     tick: float = 1.0
+    # The base URL of the peer node that decides this site's releases and aliases ("" =
+    # this node decides its own). A follower copies the authority's releases, aliases
+    # and alias history every tick, serves its last copy while the authority is down,
+    # and refuses local changes (channels/follow.py). The authority is a peer: its key
+    # must be trusted here.
+    authority: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,6 +496,9 @@ def _validate(cfg: Config) -> None:
     for key in ("webhook_timeout", "tick"):
         if getattr(cfg.channels, key) <= 0:
             raise ConfigError(f"{src}: key 'channels.{key}' must be > 0")
+    if cfg.channels.authority and not re.fullmatch(r"https?://[^\s/?#]+/?", cfg.channels.authority, re.ASCII):
+        raise ConfigError(f"{src}: key 'channels.authority' must be a peer's base URL like http://10.0.0.2:8090, "
+                          f"got {cfg.channels.authority!r}")
     try:
         parse_duration(cfg.policy.min_upstream_age)
     except ConfigError as exc:

@@ -59,6 +59,7 @@ from mirror.auth.totp import Totp
 from mirror.catalog import Catalog
 from mirror.channels.aliases import Channels
 from mirror.channels.canary import CanaryController
+from mirror.channels.follow import Follower
 from mirror.channels.releases import Releases
 from mirror.channels.shadow import UpstreamNames
 from mirror.channels.table import AliasTable
@@ -167,6 +168,7 @@ class Node:
     webhook: Webhook
     version_metrics: VersionMetrics
     canary: CanaryController
+    follower: Follower | None  # with `[channels] authority`: copies the authority's channels
     online: bool = False
 
     async def __aenter__(self) -> "Node":
@@ -185,7 +187,10 @@ class Node:
         if interval > 0:
             self.scheduler.spawn(self.lifecycle.forever(interval), name="lifecycle")
         self.scheduler.spawn(self.peers.forever(), name="peers")
-        self.scheduler.spawn(self.canary.forever(), name="canary")
+        if self.follower is not None:
+            self.scheduler.spawn(self.follower.forever(), name="channels-follow")  # the authority decides canaries
+        else:
+            self.scheduler.spawn(self.canary.forever(), name="canary")
         if self.config.channels.webhook:
             self.scheduler.spawn(self.webhook.forever(), name="webhook")
 
@@ -291,8 +296,14 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     passthrough = Passthrough(hub, catalog.repos, catalog.api, access)
     version_metrics = VersionMetrics(catalog.versions, clock)
     webhook = Webhook(catalog.channels, config.channels, clock, webhook_secret.encode() if webhook_secret is not None else None)
+    authority = config.channels.authority.rstrip("/")
     channels = Channels(catalog, aliases, metadata, UpstreamNames(passthrough, catalog.repos), clock, key.public_hex, audit,
-                        wake=webhook.wake, announcing=webhook.enabled, keep_hot=archiver.keep_hot)
+                        wake=webhook.wake, announcing=webhook.enabled, keep_hot=archiver.keep_hot,
+                        follows=authority)
+    follower = None
+    if authority:
+        peers.add(authority, "static")  # the authority is a peer (its key must be trusted here)
+        follower = Follower(authority, peers, peer_client, catalog, aliases, config.channels.tick)
     lifecycle = LifecycleJob(archiver, evictor, collector)
     # Short of space: evict and collect now, whatever the lifecycle schedule.
     space = SpaceGuard(layout.root, parse_size(config.store.min_free), clock,
@@ -327,9 +338,11 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         audit=audit, tokens=tokens, totp=totp, quarantine=quarantine,
         version_metrics=version_metrics,
         canary=CanaryController(catalog, channels, version_metrics, clock, config.channels.tick),
+        follower=follower,
         gate=Gate(config.auth, tokens, totp, RepoPolicy(config.auth), catalog.tokens, audit, clock,
                   service_token=service_token),
-        peer_service=PeerService(files, fetcher, store, catalog.repos, catalog.changes, peer_origin, key.public_hex),
+        peer_service=PeerService(files, fetcher, store, catalog.repos, catalog.changes, peer_origin, key.public_hex,
+                                 catalog.channel_copy, follows=authority),
         replicator=Replicator(peer_client, trust, FileCopier(peer_client, trust, store, ingestor, executor, config.peers.batch),
                               ingestor, catalog.repos, catalog.changes, FileLock(layout.lock_path("sync"), "sync is already running")),
         discovery=Discovery(config.peers, peers, key.public_hex),

@@ -4,7 +4,8 @@
 `mirror keys show` would), gives each node the others as `[peers] nodes` and trusts
 their keys (`[peers] trust`), picks free ports, and starts the daemons. `wait_up` waits,
 bounded, until a node's health checks see its peers up (read from `peers.json`, what
-`mirror peers` shows).
+`mirror peers` shows). `node_tables(i, urls)` adds tables to node i's config only (a
+follower's `[channels] authority`, say), given every node's URL.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mirror.keys import NodeKey
 from mirror.store.layout import open_layout
@@ -39,7 +40,9 @@ def node_key(data_dir: Path) -> str:
 
 class PeerSite:
     def __init__(self, tmp: Path, hub: FakeHub, n: int = 3, *, start: bool = True, trust_all: bool = True,
-                 peers: dict[str, Any] | None = None, **tables: dict[str, Any]) -> None:
+                 peers: dict[str, Any] | None = None,
+                 node_tables: Callable[[int, list[str]], dict[str, dict[str, Any]]] | None = None,
+                 **tables: dict[str, Any]) -> None:
         self.ports = free_ports(n)
         self.dirs = [tmp / f"node{i}" for i in range(n)]
         self.keys = [node_key(d) for d in self.dirs]
@@ -51,6 +54,8 @@ class PeerSite:
                  "health_interval": 0.5, "down_for": 5.0}
             p.update(peers or {})
             t = {k: dict(v) for k, v in tables.items()}
+            for table, values in (node_tables(i, [f"http://127.0.0.1:{port}" for port in self.ports]) if node_tables else {}).items():
+                t[table] = {**t.get(table, {}), **values}
             t.setdefault("server", {})["port"] = self.ports[i]
             t["peers"] = {**p, **t.get("peers", {})}
             self.nodes.append(MirrorDaemon(self.dirs[i], hub.url, **t))

@@ -97,6 +97,7 @@ def requests(n: Node, repo: str = "org/priv") -> list[tuple[str, str, bytes]]:
         ("GET", "/changes?since=0&limit=10", b""),
         ("GET", f"/revision?repo_type=model&repo_id={repo}&commit={'0' * 40}", b""),
         ("GET", f"/ref?repo_type=model&repo_id={repo}&revision=main", b""),
+        ("GET", "/channels?after=0&releases=0", b""),
     ]
 
 

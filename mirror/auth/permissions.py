@@ -69,6 +69,7 @@ CLI_READS: dict[tuple[str, str], str] = {
     ("release", "list"): "releases.read", ("release", "show"): "releases.read", ("alias", "get"): "releases.read",
     ("alias", "list"): "releases.read", ("alias", "history"): "releases.read", ("alias", "at"): "releases.read",
     ("metrics", "show"): "releases.read", ("metrics", "compare"): "releases.read",
+    ("alias", "sync-status"): "releases.read",
 }
 
 

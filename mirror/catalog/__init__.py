@@ -2,7 +2,7 @@
 project lives in this package.
 
 `Catalog` groups the per-noun parts (`repos`, `content`, `meta`, `api`, `pins`, `usage`, `changes`,
-`tokens`, `audit`, `scans`, `channels`, `versions`) over one `Database`.
+`tokens`, `audit`, `scans`, `channels`, `channel_copy`, `versions`) over one `Database`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from mirror.catalog.apicache import ApiCache
 from mirror.catalog.audit import AuditCatalog
 from mirror.catalog.changes import ChangeCatalog
+from mirror.catalog.channel_copy import ChannelCopy
 from mirror.catalog.channels import ChannelCatalog
 from mirror.catalog.content import ContentCatalog, StoreStats
 from mirror.catalog.db import Database
@@ -48,6 +49,7 @@ class Catalog:
         self.audit = AuditCatalog(db, clock.now)
         self.scans = ScanCatalog(db, clock.now)
         self.channels = ChannelCatalog(db, clock.now)
+        self.channel_copy = ChannelCopy(db, clock.now)
         self.versions = VersionCatalog(db, clock.now)
 
     @classmethod

@@ -105,6 +105,27 @@ class Database:
                 with _disk_errors():
                     await self._conn.execute("COMMIT")
 
+    @contextlib.asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A read transaction (a deferred BEGIN): its reads see one state of the catalog,
+        and, in WAL mode, writers of other processes are not held up meanwhile."""
+        async with self._lock:
+            begin = asyncio.ensure_future(self._conn.execute("BEGIN"))
+            try:
+                with _disk_errors():
+                    await asyncio.shield(begin)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await begin
+                    await self._conn.execute("ROLLBACK")
+                raise
+            try:
+                with _disk_errors():
+                    yield self._conn
+            finally:
+                with contextlib.suppress(sqlite3.Error, asyncio.CancelledError):
+                    await asyncio.shield(self._conn.execute("ROLLBACK"))
+
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         async with self._lock:
             with _disk_errors():

@@ -29,6 +29,7 @@ from __future__ import annotations
 from mirror.catalog.schema_lifecycle import MIGRATION_4
 from mirror.catalog.schema_audit import MIGRATION_7
 from mirror.catalog.schema_channels import MIGRATION_9
+from mirror.catalog.schema_follow import MIGRATION_10
 from mirror.catalog.schema_auth import MIGRATION_6
 from mirror.catalog.schema_peers import MIGRATION_5
 from mirror.catalog.schema_quarantine import MIGRATION_8
@@ -139,4 +140,6 @@ MIGRATIONS: list[str] = [
     MIGRATION_8,
     # 8 -> 9: releases, aliases, per-version metrics, webhook outbox (schema_channels.py).
     MIGRATION_9,
+    # 9 -> 10: a follower's place in its authority's channels (schema_follow.py).
+    MIGRATION_10,
 ]

@@ -11,8 +11,12 @@ files on a LAN.
     metrics.py   VersionMetrics: reported and observed metrics per version
     stats.py     Welch's t-test for `mirror metrics compare`
     webhook.py   Webhook: delivers the outbox of announcements, HMAC-signed, retried
+    page.py      a page of channels on the wire (authority -> follower), checked
+    follow.py    Follower: copies the releases and aliases `[channels] authority` decides
 
 Who changes what: every alias change goes through `ChannelCatalog.change_alias` (one
 transaction: row, history, announcement); the daemon and the CLI share that path, so a
-rollback typed at a shell and one decided by the controller are the same event.
+rollback typed at a shell and one decided by the controller are the same event. A node
+that follows an authority makes no change of its own: it copies the authority's
+(catalog/channel_copy.py), and its `Channels` and `Releases` refuse local changes.
 """

@@ -49,9 +49,11 @@ class Target:
 class Channels:
     def __init__(self, catalog: Catalog, table: AliasTable, metadata: Metadata, upstream_names: UpstreamNames,
                  clock: Clock, node_key: str, audit: AuditLog, wake: Callable[[], None] = lambda: None,
-                 announcing: bool = False, keep_hot: Callable[[int, str], Awaitable[bool]] | None = None) -> None:
+                 announcing: bool = False, keep_hot: Callable[[int, str], Awaitable[bool]] | None = None,
+                 follows: str = "") -> None:
         self.catalog = catalog
         self.keep_hot = keep_hot  # thaws an archived revision a name now points at (lifecycle)
+        self.follows = follows.rstrip("/")  # `[channels] authority`: that node decides, this one copies
         self.announcing = announcing
         self.audit = audit
         self.table = table
@@ -143,7 +145,15 @@ class Channels:
 
     # --- changing -----------------------------------------------------------------------------
 
+    def refuse_if_following(self) -> None:
+        """Conflict on a node that follows an authority: its releases and aliases are
+        the authority's copy (channels/follow.py), changed there only."""
+        if self.follows:
+            raise Conflict(f"this node follows {self.follows} ([channels] authority); change aliases and releases "
+                           f"there")
+
     async def set(self, key: RepoKey, name: str, rev: str, caller: Caller, *, reason: str, force: bool = False) -> Change | None:
+        self.refuse_if_following()
         alias_name(name)
         _need_reason(reason)
         target = await self.target(key, rev, caller)
@@ -165,6 +175,7 @@ class Channels:
         return await self.apply(target.repo, name, decide)
 
     async def rollback(self, key: RepoKey, name: str, caller: Caller, *, reason: str) -> Change:
+        self.refuse_if_following()
         _need_reason(reason)
         repo = await self.repo(key)
         events = await self.catalog.channels.history(repo, name)
@@ -187,6 +198,7 @@ class Channels:
         return change
 
     async def delete(self, key: RepoKey, name: str, caller: Caller, *, reason: str) -> Change:
+        self.refuse_if_following()
         _need_reason(reason)
         repo = await self.repo(key)
 
@@ -200,6 +212,7 @@ class Channels:
         return change
 
     async def canary(self, key: RepoKey, name: str, rev: str, plan: CanaryPlan, caller: Caller, *, reason: str = "") -> Change:
+        self.refuse_if_following()
         for gate in plan.gates:
             check_name(gate.metric, builtin_ok=True)
         target = await self.target(key, rev, caller)
@@ -229,6 +242,7 @@ class Channels:
         return await self._end_canary(key, name, caller, "canary-abort", reason or "aborted by hand")
 
     async def _end_canary(self, key: RepoKey, name: str, caller: Caller, action: str, reason: str) -> Change:
+        self.refuse_if_following()
         repo = await self.repo(key)
 
         def decide(row: AliasRow | None) -> Change | None:
@@ -251,7 +265,9 @@ class Channels:
     async def apply(self, repo: int, name: str, decide: Callable[[AliasRow | None], Change | None]) -> Change | None:
         """The one write path: decide inside the catalog's transaction, then audit,
         move the stamp and wake the webhook. Announcements are queued only when this
-        node announces (a webhook is configured), so the outbox never fills for nobody."""
+        node announces (a webhook is configured), so the outbox never fills for nobody.
+        A follower refuses it: its aliases change only by copy."""
+        self.refuse_if_following()
         made: list[Change] = []
 
         def decided(row: AliasRow | None) -> Change | None:

@@ -17,6 +17,10 @@ A metric report (`on_report`) triggers an analysis of the gates it has data for,
 a report that breaks a gate counts a failure right away, so with the default
 `failure_limit = 1` the next request already resolves to the stable commit.
 
+A node that follows an authority (`[channels] authority`) runs no controller: the
+authority decides its canaries, on the metrics reported to the authority, and the
+followers copy the outcome (channels/follow.py).
+
 Each outcome is one `ChannelCatalog.change_alias` transaction that re-reads the alias and
 acts only if the same canary (same salt) is still running: the daemon and a CLI process
 reporting metrics can both decide, and a canary is rolled back or promoted once.
@@ -88,7 +92,9 @@ class CanaryController:
             await asyncio.sleep(self.interval)
 
     async def tick(self) -> list[Change]:
-        """Analyse every canary whose next look is due."""
+        """Analyse every canary whose next look is due (none on a follower)."""
+        if self.channels.follows:
+            return []
         now = self.clock.now()
         out = []
         for row in await self.catalog.channels.canaries():
@@ -99,7 +105,10 @@ class CanaryController:
         return out
 
     async def on_report(self, repo: int, commit: str) -> list[Change]:
-        """A metric of `commit` was reported: analyse the canaries it is the new side of."""
+        """A metric of `commit` was reported: analyse the canaries it is the new side of.
+        Not on a follower: its authority decides (on the reports made to the authority)."""
+        if self.channels.follows:
+            return []
         out = []
         for row in await self.catalog.channels.canaries():
             if row.repo == repo and row.canary == commit:

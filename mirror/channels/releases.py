@@ -38,6 +38,7 @@ class Releases:
         datasets: list[str] | tuple[str, ...] = (), meta: dict[str, Any] | None = None, note: str = "",
         force: bool = False,
     ) -> Release:
+        self.channels.refuse_if_following()
         version = release_version(name)
         params, meta = _json_object(params or {}, "params"), _json_object(meta or {}, "meta")
         if len(note) > 4000:
@@ -83,6 +84,7 @@ class Releases:
         return sorted(rels, key=lambda r: version_key(r.version), reverse=True)
 
     async def delete(self, key: RepoKey, name: str, caller: Caller) -> Release:
+        self.channels.refuse_if_following()
         rel = await self.get(key, name)
         await self.catalog.delete_release(rel.repo, name)
         self.channels.audit.record(caller.actor, "release.delete", f"{key}:{name}", commit=rel.commit)

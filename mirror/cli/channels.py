@@ -3,7 +3,9 @@ rollback, history). Both act through the node's `Releases` and `Channels`, the s
 components the admin API calls (http/admin_releases.py), under `cli:<user>`.
 
 A running daemon sees each change on its next request (channels/table.py); its canary
-controller advances canaries started here. Commands that may need upstream (naming a
+controller advances canaries started here. On a node that follows an authority
+(`[channels] authority`) every change is refused (the authority decides);
+`mirror alias sync-status` says how the node's copy is doing. Commands that may need upstream (naming a
 revision this mirror has not seen, the shadowing check) open the upstream session.
 """
 
@@ -76,6 +78,11 @@ def register(sub: Any) -> None:
         x.add_argument("--reason", default="", metavar="TEXT")
     d = _cmd(asub, "delete", "remove ALIAS (its history stays)", run_alias_delete, alias=True)
     d.add_argument("--reason", required=True, metavar="TEXT")
+    st = asub.add_parser("sync-status", help="on a follower ([channels] authority): how its copy of the authority's "
+                                             "releases and aliases is doing")
+    add_config_args(st)
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(run=run_alias_sync_status)
 
 
 def _cmd(sub: Any, name: str, helptext: str, run: Any, *, alias: bool = False) -> argparse.ArgumentParser:
@@ -289,4 +296,29 @@ async def _alias_change(args: argparse.Namespace, what: str) -> int:
         change = await getattr(node.channels, what)(key, args.alias, _caller(), reason=args.reason)
         row = None if what == "delete" else await node.channels.get(key, args.alias)
     _print_change(args, key, change, row)
+    return 0
+
+
+async def run_alias_sync_status(args: argparse.Namespace) -> int:
+    async with node_for(args) as node:
+        authority = node.channels.follows
+        state = await node.catalog.channel_copy.state(authority) if authority else None
+    out: dict[str, Any] = {"authority": authority or None, "following": bool(authority)}
+    if state is not None:
+        out.update(authority_key=state.authority_key, event=state.event, release_serial=state.release_serial,
+                   applied_at=render.iso(state.applied_at), error=state.error or None,
+                   error_at=render.iso(state.error_at))
+    if args.json:
+        print_json(out)
+        return 0
+    if not authority:
+        print("this node decides its own releases and aliases (no [channels] authority)")
+        return 0
+    if state is None:
+        print(f"follows {authority}: nothing copied yet (is the daemon running?)")
+        return 0
+    print(f"follows {authority} (key {state.authority_key[:16] or '?'}): copied up to its event {state.event}, "
+          f"last change applied {out['applied_at'] or 'never'}")
+    if state.error:
+        print(f"pulls fail since {out['error_at']}: {state.error}; serving the last copy")
     return 0

@@ -135,6 +135,16 @@ async def ref(request: web.Request) -> web.Response:
     return _signed(request, nonce, await request.app[PEER_SERVICE].ref(q.get("repo_type", ""), q.get("repo_id", ""), q.get("revision", "")))
 
 
+async def channels(request: web.Request) -> web.Response:
+    _key, nonce, _ = await _admit(request)
+    q = request.query
+    try:
+        after, release_after = int(q.get("after", "0")), int(q.get("releases", "0"))
+    except ValueError:
+        raise BadRequest("channels: after and releases are integers") from None
+    return _signed(request, nonce, await request.app[PEER_SERVICE].channels(after, release_after))
+
+
 def peer_routes() -> list[web.RouteDef]:
     p = wire.PREFIX
     return [
@@ -146,4 +156,5 @@ def peer_routes() -> list[web.RouteDef]:
         web.get(f"{p}/changes", changes),
         web.get(f"{p}/revision", revision),
         web.get(f"{p}/ref", ref),
+        web.get(f"{p}/channels", channels),
     ]

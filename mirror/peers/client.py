@@ -202,6 +202,12 @@ class PeerClient:
         data, _ = await self._json(base, "GET", "/revision?" + q, expect_key=key, limit=64 << 20)
         return data  # type: ignore[no-any-return]
 
+    async def channels(self, base: str, key: str, after: int, release_after: int) -> Any:
+        """A page of the peer's releases, aliases and alias history (channels/page.py)."""
+        q = urlencode({"after": after, "releases": release_after})
+        data, _ = await self._json(base, "GET", "/channels?" + q, expect_key=key, limit=16 << 20)
+        return data
+
     async def ref(self, base: str, key: str, repo_type: str, repo_id: str, revision: str) -> dict[str, Any]:
         q = urlencode({"repo_type": repo_type, "repo_id": repo_id, "revision": revision})
         data, _ = await self._json(base, "GET", "/ref?" + q, expect_key=key)

@@ -4,8 +4,9 @@ signatures included, is http/peer_api.py).
 Only content-addressed objects and facts a peer needs to find them: whether a file
 identity is stored or being filled, its signed manifest, chunk frames as stored, the
 bytes of a running fill (so one node fetches a file upstream for the site), the
-changelog and revision records for `mirror sync --from`, and a ref record for a peer
-whose upstream is down. Gated and private content is served to peers like any other:
+changelog and revision records for `mirror sync --from`, a ref record for a peer
+whose upstream is down, and pages of this node's releases and aliases for the nodes
+that follow it (`[channels] authority`). Gated and private content is served to peers like any other:
 they are trusted nodes, and each applies the access check to its own clients
 (threat-model P6c: clients cannot reach this API at all).
 """
@@ -17,7 +18,9 @@ from typing import Any, AsyncIterator, Protocol
 
 from mirror.caller import Caller
 from mirror.catalog.changes import ChangeCatalog
+from mirror.catalog.channel_copy import ChannelCopy
 from mirror.catalog.repos import RepoCatalog
+from mirror.channels.page import page_json
 from mirror.errors import BadRequest, ChunkMissing, CorruptChunk, EntryNotFound, MirrorError, RevisionNotFound
 from mirror.manifest import IDENTITY_RE, Manifest
 from mirror.model import FileEntry, RepoKey
@@ -45,8 +48,10 @@ class Following(Protocol):
 
 class PeerService:
     def __init__(self, files: Files, fetcher: Fetcher, store: ChunkStore, repos: RepoCatalog, changes: ChangeCatalog,
-                 following: Following, public_key: str) -> None:
+                 following: Following, public_key: str, channel_copy: ChannelCopy, follows: str = "") -> None:
         self.files = files
+        self.channel_copy = channel_copy
+        self.follows = follows  # this node's own `[channels] authority` ("" when it decides itself)
         self.fetcher = fetcher
         self.store = store
         self.repos = repos
@@ -128,6 +133,12 @@ class PeerService:
     async def changes_since(self, since: int, limit: int) -> dict[str, Any]:
         serial, changes, more = await self.changes.since(since, max(1, min(limit, 5000)))
         return {"serial": serial, "changes": changes, "more": more}
+
+    async def channels(self, after: int, release_after: int) -> dict[str, Any]:
+        """A page of this node's releases, aliases and alias history (wire.py)."""
+        if after < 0 or release_after < 0:
+            raise BadRequest("channels: after and releases are counts")
+        return page_json(await self.channel_copy.export(after, release_after), self.follows)
 
     async def revision(self, repo_type: str, repo_id: str, commit: str) -> dict[str, Any]:
         key = _key(repo_type, repo_id)

@@ -43,6 +43,31 @@ Endpoints (all under `PREFIX`; JSON bodies at most `MAX_BODY` bytes):
                                      {"repo": {"private", "gated"}, "info", "files": [...]}
     GET  /ref?repo_type&repo_id&revision
                                      {"commit", "checked_at"}
+    GET  /channels?after=E&releases=S
+                                     a page of the responder's releases and aliases
+                                     (issue 11; a follower of `[channels] authority`
+                                     asks its authority; channels/page.py):
+                                     {"follows": the responder's own authority or "",
+                                      "event": E', "release_serial": S', "more": bool,
+                                      "events": [{"repo_type", "repo_id", "id", "name",
+                                        "at", "actor", "action", "from", "to", "canary",
+                                        "weight", "reason", "detail"}],
+                                      "releases": [{"repo_type", "repo_id", "name",
+                                        "version", "commit", "author", "created_at",
+                                        "params", "datasets", "meta", "note"}],
+                                      "aliases": [{"repo_type", "repo_id", "name",
+                                        "commit", "release", "canary", "canary_release",
+                                        "weight", "plan", "salt", "started_at", "next_at",
+                                        "failures", "holding", "updated_at"}] | null,
+                                      "index": [{"repo_type", "repo_id", "name",
+                                        "commit"}] | null}
+                                     events: alias history with id > E, oldest first;
+                                     releases: those created after changelog serial S;
+                                     both within a byte budget (at least one row); ask
+                                     again from (E', S') while "more". The last page
+                                     ("more" false) holds every alias and the index of
+                                     every release, as of E'. Repos are named by type
+                                     and id, never by a node's row ids.
 
 A chunk record is `id (32 bytes) | length (u32, big endian) | frame` with the frame as
 stored (codec.py: no re-compression); length `ABSENT` and no frame when the responder
