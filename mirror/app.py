@@ -27,11 +27,13 @@ from mirror.http.allowlist import ALLOWLIST, Allowlist, allowlist_middleware
 from mirror.http.caller import caller_middleware
 from mirror.http.context import AUDIT, CONFIG, COUNTERS, FILES, METADATA, NODE, PASSTHROUGH, VERSIONS
 from mirror.http.listen import Listener, listen, listen_tcp
-from mirror.http.middleware import ACCESS_LOG_ON, access_middleware, errors_middleware
+from mirror.http.middleware import ACCESS_LOG_ON, ERROR_PAGE, access_middleware, errors_middleware
 from mirror.http.peer_api import PEER_AUTH, PEER_KEY, PEER_SERVICE, PEER_TABLE, peer_routes
 from mirror.http.routes import AdminRoute, setup_routes
 from mirror.http.tls import server_context
+from mirror.http.ui import DASHBOARD, RENDERER, error_page, ui_routes
 from mirror.node import open_node
+from mirror.ui.render import Renderer
 
 log = logging.getLogger("mirror")
 
@@ -50,6 +52,8 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     app[ACCESS_LOG_ON] = config.server.access_log
     app[CONFIG] = config
     app[ALLOWLIST] = Allowlist(config.server.allow)
+    app[RENDERER] = Renderer()
+    app[ERROR_PAGE] = error_page
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         async with await open_node(config, clock=clock, online=True) as node:
@@ -65,6 +69,7 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
             app[PEER_TABLE] = node.peers
             app[GATE] = node.gate
             app[AUDIT] = node.audit
+            app[DASHBOARD] = node.dashboard
             await node.fetcher.recover()
             node.start_background()
             yield
@@ -73,7 +78,7 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     # The metrics slot is empty: that group arrives with its issue. The auth middleware
     # knows every route's action, the admin listener's included.
     admin = () if config.server.admin_listen else _admin_routes()
-    actions = setup_routes(app, admin=admin, peer=peer_routes(), metrics=())
+    actions = setup_routes(app, admin=admin, peer=peer_routes(), metrics=(), ui=ui_routes())
     actions.update({r.handler: (action, writes) for r, action, writes in _admin_routes()})  # type: ignore[attr-defined]
     app[ROUTE_ACTIONS] = actions
     return app

@@ -161,6 +161,9 @@ class AuthConfig:
     admin_totp: bool = False
     # Auditors may download file bytes too (default: metadata, releases and audit only).
     auditor_files: bool = False
+    # Callers without a mirror token may see the web dashboard (/ui): everything an
+    # auditor sees there, audit events included. Default: admins and auditors only.
+    anonymous_ui: bool = False
 
 
 @dataclass(frozen=True, slots=True)

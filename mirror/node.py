@@ -103,6 +103,8 @@ from mirror.store.packs import PackStore
 from mirror.store.reader import ChunkReader
 from mirror.store.space import SpaceGuard
 from mirror.sync.run import Syncer
+from mirror.ui.dashboard import Dashboard
+from mirror.ui.history import TrafficHistory
 from mirror.verify import Verifier
 from mirror.upstream.client import HubClient
 
@@ -169,6 +171,9 @@ class Node:
     version_metrics: VersionMetrics
     canary: CanaryController
     follower: Follower | None  # with `[channels] authority`: copies the authority's channels
+    # The web dashboard: its read model and the traffic sampler behind its chart.
+    history: TrafficHistory
+    dashboard: Dashboard
     online: bool = False
 
     async def __aenter__(self) -> "Node":
@@ -191,6 +196,7 @@ class Node:
             self.scheduler.spawn(self.follower.forever(), name="channels-follow")  # the authority decides canaries
         else:
             self.scheduler.spawn(self.canary.forever(), name="canary")
+        self.scheduler.spawn(self.history.forever(), name="traffic-history")
         if self.config.channels.webhook:
             self.scheduler.spawn(self.webhook.forever(), name="webhook")
 
@@ -319,6 +325,8 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     quarantine = Quarantine(catalog.scans, store, leases, executor, scheduler, audit,
                             enabled=config.policy.scan_pickles, slots=max(1, min(2, config.store.workers // 2)))
     files = Files(metadata, access, fetcher, catalog.content, catalog.meta, store, reader, origins, clock, quarantine)
+    releases = Releases(catalog.channels, channels, aliases, clock)
+    history = TrafficHistory(catalog.meta, peers, clock)
     node = Node(
         config=config, clock=clock, layout=layout, store=store, packs=packs, catalog=catalog, key=key,
         executor=executor, write_executor=write_executor, leases=leases, ingestor=ingestor, reader=reader,
@@ -346,8 +354,10 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         replicator=Replicator(peer_client, trust, FileCopier(peer_client, trust, store, ingestor, executor, config.peers.batch),
                               ingestor, catalog.repos, catalog.changes, FileLock(layout.lock_path("sync"), "sync is already running")),
         discovery=Discovery(config.peers, peers, key.public_hex),
-        channels=channels, releases=Releases(catalog.channels, channels, aliases, clock),
+        channels=channels, releases=releases,
         webhook=webhook,
+        history=history,
+        dashboard=Dashboard(catalog, channels, releases, version_metrics, peers, audit, evictor, history),
     )
     if online:
         try:

@@ -1,6 +1,6 @@
 """Units of the config: durations ("90s", "30d"), sizes ("512M", "1G") and watermarks
 ("90%" or a size). Each parser raises ConfigError with the offending text; the config
-loader (config.py) adds the key's name."""
+loader (config.py) adds the key's name. `human_bytes` writes sizes for people."""
 
 from __future__ import annotations
 
@@ -59,3 +59,11 @@ def _number(num: str, text: str, what: str, examples: str) -> float:
         raise ConfigError(f"invalid {what} {text!r}: must be finite and not negative")
     return value
 
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.50 KiB' (binary units; whole bytes below 1 KiB): what people read."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"

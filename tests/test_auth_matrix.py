@@ -1,7 +1,7 @@
 """The whole role x route-group x action matrix (issue 10 item 8, threat-model A3), over
 real daemons: every route group (health, Hub API, files, peer, admin reads, admin
-writes, audit) for every role (admin, developer with grants, auditor, anonymous), under
-two configs, with the exact status and error code. The expectation comes from the
+writes, audit, the web dashboard) for every role (admin, developer with grants, auditor,
+anonymous), under two configs, with the exact status and error code. The expectation comes from the
 checked-in table `tests/auth_table.json` (data, default deny), not from the code under
 test: a cell the table allows answers 200, one it refuses answers 401 TokenRequired to a
 caller without a token and 403 AccessDenied to one with a token; repo reads outside a
@@ -104,6 +104,12 @@ ROUTES = [
     Route("releases", "GET", f"{A}/aliases?repo=team/model", "releases.read"),
     Route("releases", "POST", f"{A}/aliases", "releases.write",
           lambda t: {"repo": "team/model", "alias": f"ch-{t}", "revision": "main", "reason": "matrix"}),
+    Route("ui", "GET", "/ui", "ui.read"),
+    Route("ui", "GET", "/ui/repos", "ui.read"),
+    Route("ui", "GET", "/ui/revision?repo=team/model&rev=main", "ui.read"),
+    Route("ui", "GET", "/ui/audit", "ui.read"),
+    Route("ui", "GET", "/ui/login", "ui.public"),
+    Route("ui", "GET", "/ui/static/style.css", "ui.public"),
 ]
 
 

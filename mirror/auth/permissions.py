@@ -2,9 +2,10 @@
 the HTTP edge (every route carries an action: http/routes.py) and by the CLI.
 
 Roles: `admin` (everything), `developer` (reads within its grants, may ask for pulls),
-`auditor` (metadata, cache listings, releases and the audit log; file bytes only with
-`[auth] auditor_files`), `anonymous` (a caller without a mirror token: public reads
-when `[auth] anonymous_read`, else nothing but health), `peer` (another mirror node,
+`auditor` (metadata, cache listings, releases and the audit log, the web dashboard; file
+bytes only with `[auth] auditor_files`), `anonymous` (a caller without a mirror token:
+public reads when `[auth] anonymous_read`, else nothing but health and the dashboard's
+sign-in form; the dashboard itself only with `[auth] anonymous_ui`), `peer` (another mirror node,
 authenticated by its key on the peer routes only: peers/auth.py).
 
 Repo-scoped actions (`SCOPED`) are further limited by the caller's grants (a developer)
@@ -31,6 +32,7 @@ ACTIONS: dict[str, str] = {
     "audit.read": "read, export and verify the audit log",
     "metrics.read": "Prometheus metrics",
     "ui.read": "the web dashboard",
+    "ui.public": "the dashboard's sign-in form and stylesheet (anyone)",
     "peer.api": "the peer API (other mirror nodes, by key)",
 }
 
@@ -40,9 +42,11 @@ ROLES = ("admin", "developer", "auditor")
 
 _TABLE: dict[str, frozenset[str]] = {
     "admin": frozenset(a for a in ACTIONS if a != "peer.api"),
-    "developer": frozenset({"health", "hub.read", "files.read", "pull.request", "releases.read", "metrics.report"}),
-    "auditor": frozenset({"health", "hub.read", "cache.read", "releases.read", "audit.read", "metrics.read", "ui.read"}),
-    "anonymous": frozenset({"health", "hub.read", "files.read"}),
+    "developer": frozenset({"health", "hub.read", "files.read", "pull.request", "releases.read", "metrics.report",
+                            "ui.public"}),
+    "auditor": frozenset({"health", "hub.read", "cache.read", "releases.read", "audit.read", "metrics.read", "ui.read",
+                          "ui.public"}),
+    "anonymous": frozenset({"health", "hub.read", "files.read", "ui.public"}),
     "peer": frozenset({"health", "peer.api"}),
 }
 
@@ -85,8 +89,10 @@ def allowed(role: str, action: str, config: AuthConfig) -> bool:
     actions are refused)."""
     if action not in ACTIONS:
         return False
+    if role == "anonymous" and action == "ui.read":
+        return config.anonymous_ui  # its own switch: the dashboard shows the audit log
     if role == "anonymous" and not config.anonymous_read:
-        return action == "health"
+        return action in ("health", "ui.public")
     if role == "auditor" and action == "files.read":
         return config.auditor_files
     return action in _TABLE.get(role, frozenset())

@@ -127,7 +127,7 @@ class Channels:
             raise AliasNotFound(f"{key} has no alias {name!r} (mirror alias list {key})")
         return row
 
-    async def list(self, key: RepoKey) -> list[AliasRow]:
+    async def list_aliases(self, key: RepoKey) -> list[AliasRow]:
         return await self.catalog.channels.aliases(await self.repo(key))
 
     async def history(self, key: RepoKey, name: str, limit: int = 1000) -> list[AliasEvent]:

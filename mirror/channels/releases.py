@@ -78,7 +78,7 @@ class Releases:
             raise RevisionNotFound(f"{key} has no release {name!r} (mirror release list {key})")
         return rel
 
-    async def list(self, key: RepoKey) -> list[Release]:
+    async def list_releases(self, key: RepoKey) -> list[Release]:
         """Newest version first (semver precedence)."""
         rels = await self.catalog.releases(await self.channels.repo(key))
         return sorted(rels, key=lambda r: version_key(r.version), reverse=True)

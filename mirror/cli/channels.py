@@ -140,7 +140,7 @@ async def run_release_create(args: argparse.Namespace) -> int:
 async def run_release_list(args: argparse.Namespace) -> int:
     key = _key(args)
     async with node_for(args) as node:
-        rels = await node.releases.list(key)
+        rels = await node.releases.list_releases(key)
     if args.json:
         print_json([render.release_json(key, r) for r in rels])
         return 0
@@ -218,7 +218,7 @@ async def run_alias_get(args: argparse.Namespace) -> int:
 async def run_alias_list(args: argparse.Namespace) -> int:
     key = _key(args)
     async with node_for(args) as node:
-        rows = await node.channels.list(key)
+        rows = await node.channels.list_aliases(key)
     if args.json:
         print_json([render.alias_json(key, r) for r in rows])
         return 0

@@ -23,6 +23,7 @@ from mirror import config as config_mod
 from mirror.config import Config, StoreConfig
 from mirror.errors import MirrorError, UsageError
 from mirror.store.layout import Layout
+from mirror.units import human_bytes  # noqa: F401 - the commands' import of it
 
 if TYPE_CHECKING:
     from mirror.node import Node
@@ -88,14 +89,6 @@ async def node_for(
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True))
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TiB"
 
 
 def parse_when(text: str, now: float, flag: str = "--time") -> float:

@@ -59,7 +59,7 @@ def _caller(request: web.Request) -> Caller:
 
 async def list_releases(request: web.Request) -> web.Response:
     key = _repo(dict(request.query))
-    return json_ok([render.release_json(key, r) for r in await node(request).releases.list(key)])
+    return json_ok([render.release_json(key, r) for r in await node(request).releases.list_releases(key)])
 
 
 async def show_release(request: web.Request) -> web.Response:
@@ -93,7 +93,7 @@ async def delete_release(request: web.Request) -> web.Response:
 
 async def list_aliases(request: web.Request) -> web.Response:
     key = _repo(dict(request.query))
-    return json_ok([render.alias_json(key, r) for r in await node(request).channels.list(key)])
+    return json_ok([render.alias_json(key, r) for r in await node(request).channels.list_aliases(key)])
 
 
 async def get_alias(request: web.Request) -> web.Response:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Optional
 
 from aiohttp import web
 
@@ -39,15 +39,28 @@ def _header_safe(text: str) -> str:
     return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)[:500]
 
 
+# A route group whose callers are people (the dashboard) renders its own error pages:
+# this function, set by app.py, answers the requests it owns (None: the JSON error).
+# Arguments: the request, status, message, X-Error-Code, extra headers.
+ErrorPage = Callable[[web.Request, int, str, Optional[str], dict[str, str]], Optional[web.StreamResponse]]
+ERROR_PAGE = web.AppKey("error_page", ErrorPage)  # type: ignore[arg-type]
+
+
+def _error(request: web.Request, status: int, message: str, code: str | None, headers: dict[str, str]) -> web.StreamResponse:
+    page = request.app.get(ERROR_PAGE)
+    resp = page(request, status, message, code, headers) if page is not None else None
+    return resp if resp is not None else error_response(status, message, code, headers)
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except MirrorError as exc:
-        return error_response(exc.status, exc.message, exc.error_code, exc.headers)
+        return _error(request, exc.status, exc.message, exc.error_code, exc.headers)
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.status != 405:
-            return error_response(exc.status, exc.reason, None)
+            return _error(request, exc.status, exc.reason, None, {})
         raise
     except (ConnectionResetError, ConnectionError):
         raise

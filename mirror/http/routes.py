@@ -2,8 +2,9 @@
 
 Groups: Hub API (metadata), files (`resolve`), health, peer (`/_peer/*`, a route group
 of its own so peer authentication wraps exactly it); and the slots later issues fill
-from the composition root (app.py): admin (`/_admin/*`) and metrics (`/metrics`). Every
-route carries the action of the permission table (auth/permissions.py) it performs.
+from the composition root (app.py): admin (`/_admin/*`), metrics (`/metrics`) and the
+web dashboard (`/ui`, http/ui.py). Every route carries the action of the permission
+table (auth/permissions.py) it performs.
 
 Each Hub operation has one handler; the repo-id shapes (`ns/name` and `name`) and repo
 types are expanded into route lines here. Type prefixes and literal suffixes come first,
@@ -66,16 +67,19 @@ def setup_routes(
     admin: Iterable[AdminRoute] = (),
     peer: Iterable[web.RouteDef] = (),
     metrics: Iterable[web.RouteDef] = (),
+    ui: Iterable[tuple[web.RouteDef, str]] = (),
 ) -> dict[object, tuple[str, bool]]:
     """Install the groups and return each handler's (action, state_changing), what the
     auth middleware checks (http/auth.py; a route without an entry is refused). Fixed
-    prefixes (health, metrics, peer, admin) go before the Hub's patterns, whose `{name}`
-    would otherwise match them."""
+    prefixes (health, metrics, peer, admin, ui) go before the Hub's patterns, whose `{name}`
+    would otherwise match them. The dashboard's routes are all read-only pages (`ui.read`)
+    but its sign-in form and stylesheet (`ui.public`)."""
     actions: dict[object, tuple[str, bool]] = {}
-    admin = list(admin)
+    admin, ui = list(admin), list(ui)
     groups = [
         (health_routes(), "health"), (list(metrics), "metrics.read"), (list(peer), "peer.api"),
-        ([r for r, _a, _w in admin], ""), (hub_api_routes(), "hub.read"), (file_routes(), "files.read"),
+        ([r for r, _a, _w in admin], ""), ([r for r, _a in ui], ""), (hub_api_routes(), "hub.read"),
+        (file_routes(), "files.read"),
     ]
     for routes, action in groups:
         app.router.add_routes(routes)
@@ -83,4 +87,6 @@ def setup_routes(
             actions[r.handler] = (action, False)  # type: ignore[attr-defined]
     for r, action, writes in admin:
         actions[r.handler] = (action, writes)  # type: ignore[attr-defined]
+    for r, action in ui:
+        actions[r.handler] = (action, False)  # type: ignore[attr-defined]
     return actions
