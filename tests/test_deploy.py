@@ -51,9 +51,14 @@ def one(instructions: list[tuple[str, str]], name: str) -> str:
 
 
 def load_toml(text: str, tmp_path: Path, env: dict[str, str] | None = None) -> config.Config:
+    """The config a node gets from this TOML and these variables. Every MIRROR_* variable
+    must name a key (load alone only warns about a table that does not exist)."""
+    env = env or {}
+    ours = [k for k in env if k.startswith("MIRROR_") and k not in config._ENV_IGNORED]
+    assert sum(map(len, config._env_overrides(env).values())) == len(ours), ours
     path = tmp_path / "deploy.toml"
     path.write_text(text)
-    return config.load(path, env=env or {})
+    return config.load(path, env=env)
 
 
 def app_paths() -> set[str]:
