@@ -27,7 +27,7 @@ from mirror.http.allowlist import ALLOWLIST, Allowlist, allowlist_middleware
 from mirror.http.caller import caller_middleware
 from mirror.http.context import AUDIT, CONFIG, COUNTERS, FILES, METADATA, NODE, PASSTHROUGH, VERSIONS
 from mirror.http.listen import Listener, listen, listen_tcp
-from mirror.http.middleware import ACCESS_LOG_ON, ERROR_PAGE, access_middleware, errors_middleware
+from mirror.http.middleware import ACCESS_LOG_ON, ERROR_PAGE, access_middleware, echo_request_id, errors_middleware
 from mirror.http.peer_api import PEER_AUTH, PEER_KEY, PEER_SERVICE, PEER_TABLE, peer_routes
 from mirror.http.routes import AdminRoute, setup_routes
 from mirror.http.tls import server_context
@@ -49,6 +49,7 @@ def _admin_routes() -> list[AdminRoute]:
 
 def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     app = web.Application(middlewares=list(MIDDLEWARES), client_max_size=CLIENT_MAX_SIZE)
+    app.on_response_prepare.append(echo_request_id)
     app[ACCESS_LOG_ON] = config.server.access_log
     app[CONFIG] = config
     app[ALLOWLIST] = Allowlist(config.server.allow)
@@ -89,6 +90,7 @@ def build_admin_app(main: web.Application) -> web.Application:
     and the main application's state (components, config, allowlist), copied when it
     starts, which is after the main application opened the node."""
     admin = web.Application(middlewares=list(MIDDLEWARES), client_max_size=CLIENT_MAX_SIZE)
+    admin.on_response_prepare.append(echo_request_id)
 
     async def share(admin_app: web.Application) -> None:
         for key in main:

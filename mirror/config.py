@@ -47,6 +47,9 @@ class ServerConfig:
     # Concurrent streaming responses before new cold fetches are shed with 429.
     max_cold_fetches: int = 64
     access_log: bool = True
+    # Log records as "text" lines, or "json": one JSON object per line for every record,
+    # the access line's fields (request_id, group, status, bytes, ...) as keys.
+    log_format: str = "text"
     # TLS: a PEM certificate (chain) and its key; both or neither. TLS 1.2 at least.
     tls_cert: str = ""
     tls_key: str = ""
@@ -484,6 +487,8 @@ def _validate(cfg: Config) -> None:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
             raise ConfigError(f"{src}: key 'server.allow[{i}]' must be a CIDR like 10.0.0.0/8, got {net!r}") from None
+    if cfg.server.log_format not in ("text", "json"):
+        raise ConfigError(f"{src}: key 'server.log_format' must be \"text\" or \"json\", got {cfg.server.log_format!r}")
     if cfg.server.admin_listen and not re.fullmatch(r"unix:/.+|[^\s:/]+:[0-9]{1,5}|\[[0-9a-fA-F:.]+\]:[0-9]{1,5}", cfg.server.admin_listen, re.ASCII):
         raise ConfigError(f"{src}: key 'server.admin_listen' must be host:port or unix:/path, got {cfg.server.admin_listen!r}")
     for key in ("deny", "allow", "local_only"):

@@ -35,7 +35,7 @@ BURST = 10
 WINDOW = 60.0
 
 _SAFE = "_mirror_logsafe"
-_SECRETS = re.compile(r"(?i)(bearer|basic|token)\s+\S+|hf_[A-Za-z0-9_]+|api_[A-Za-z0-9_]+")
+SECRETS = re.compile(r"(?i)(bearer|basic|token)\s+\S+|hf_[A-Za-z0-9_]+|api_[A-Za-z0-9_]+|mm_[A-Za-z0-9_]+")
 _REASON_CUT = re.compile(r"[:'\"\\]| b'")
 _REASON_KEEP = re.compile(r"[^A-Za-z0-9 .,()/-]")
 
@@ -122,7 +122,7 @@ def short_reason(exc: BaseException) -> str:
     before the first colon or quote, restricted to plain characters, secrets removed."""
     text = str(getattr(exc, "message", "") or "").split("\n", 1)[0]
     text = _REASON_CUT.split(text, 1)[0]
-    text = _SECRETS.sub("[redacted]", text)
+    text = SECRETS.sub("[redacted]", text)
     text = _REASON_KEEP.sub("", text).strip()
     return text[:80] or "malformed request"
 

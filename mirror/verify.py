@@ -38,7 +38,7 @@ import sqlite3
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from mirror.audit.log import AuditLog
 from mirror.catalog import Catalog
@@ -107,10 +107,12 @@ class Verifier:
         self.executor = executor
         self.lock = lock
 
-    async def verify(self, *, repair: bool = False, lock_wait: float = LOCK_WAIT, actor: str = "system") -> VerifyReport:
+    async def verify(self, *, repair: bool = False, lock_wait: float = LOCK_WAIT, actor: str = "system",
+                     progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+        """`progress(done, total)` follows the chunks of the first pass (the long part)."""
         try:
             async with self._shared_lock(lock_wait):
-                return await self._verify(repair, actor)
+                return await self._verify(repair, actor, progress)
         except sqlite3.Error as exc:
             raise StorageError(f"catalog {self.catalog.db.path}: {exc}") from None
         except OSError as exc:
@@ -136,16 +138,18 @@ class Verifier:
         finally:
             self.lock.release(fd)
 
-    async def _check_many(self, ids: list[str]) -> dict[str, str | None]:
+    async def _check_many(self, ids: list[str], progress: Callable[[int, int], None] | None = None) -> dict[str, str | None]:
         loop = asyncio.get_running_loop()
         out: dict[str, str | None] = {}
         for i in range(0, len(ids), _BATCH):
             part = ids[i:i + _BATCH]
             results = await asyncio.gather(*(loop.run_in_executor(self.executor, _check, self.store, c) for c in part))
             out.update(zip(part, results))
+            if progress is not None:
+                progress(len(out), len(ids))
         return out
 
-    async def _verify(self, repair: bool, actor: str) -> VerifyReport:
+    async def _verify(self, repair: bool, actor: str, progress: Callable[[int, int], None] | None) -> VerifyReport:
         rep = VerifyReport()
         loop = asyncio.get_running_loop()
         content = self.catalog.content
@@ -160,7 +164,7 @@ class Verifier:
         hot = await loop.run_in_executor(None, lambda: set(self.store.iter_ids()))
         archived = await self.catalog.lifecycle.archived()
         ids = sorted(named | hot | set(archived))
-        first = await self._check_many(ids)
+        first = await self._check_many(ids, progress)
         rep.chunks_checked = len(ids)
         suspects = sorted(c for c, r in first.items() if r is not None and (r != _MISSING or c in named or c in archived))
         # 3. Confirm each finding against the store and the catalog as they are now.

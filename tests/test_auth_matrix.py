@@ -65,6 +65,7 @@ def _report() -> dict[str, Any]:
 A = "/_admin/v1"
 ROUTES = [
     Route("health", "GET", "/healthz", "health"),
+    Route("health", "GET", "/readyz", "health"),
     Route("health", "GET", f"{A}/ping", "health"),
     Route("hub", "GET", "/api/models/team/model/revision/main", "hub.read", repo="team/model", hub_facing=True),
     Route("hub", "GET", "/api/models/team/model/tree/main", "hub.read", repo="team/model", hub_facing=True),

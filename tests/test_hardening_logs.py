@@ -131,6 +131,8 @@ def test_client_that_disconnects_mid_download_is_a_499_not_a_500(hub: FakeHub, t
         assert len(aborted) == 2 and all("mirror.access" in line and url in line for line in aborted)
         for line in aborted:
             sent = int(line.split('" 499 ')[1].split()[0])
+            # The access line's tail (issue 12): request id, route group, source, cache outcome.
+            assert re.search(r"ms id=[0-9a-f]{16} group=files\.read source=(store|fill) cache=(hit|miss)$", line), line
             assert MiB <= sent < len(data), line  # the bytes actually sent, not the announced length
         assert raw(m.url + "/healthz")[0] == 200
     finally:

@@ -13,10 +13,11 @@ refused bundle becomes visible.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mirror import keys
 from mirror.admin.bundle import CHUNK, HEADER, SIGNING_CONTEXT, TRAILER, BundleReader, parse_header
@@ -52,11 +53,13 @@ class BundleImporter:
         self.repos = repos
         self.keys = keys
 
-    async def run(self, path: Path) -> ImportReport:
+    async def run(self, path: Path, progress: Callable[[int, int], None] | None = None) -> ImportReport:
+        """`progress(done, total)` follows the bundle's bytes read and verified (called
+        from a worker thread)."""
         loop = asyncio.get_running_loop()
         staged: dict[str, Staged] = {}
         try:
-            header, signer = await loop.run_in_executor(None, _read_and_stage, self.store, path, staged)
+            header, signer = await loop.run_in_executor(None, _read_and_stage, self.store, path, staged, progress)
             trusted = await self.keys.trusted()
             if signer not in trusted:
                 raise BadSignature(f"bundle is signed by {signer[:16]}..., which is not a trusted key (mirror keys trust)")
@@ -84,9 +87,11 @@ class BundleImporter:
         return ImportReport(signer, n_rev, len(manifests), sum(1 for r in results if r.new), len(results))
 
 
-def _read_and_stage(store: ChunkStore, path: Path, staged: dict[str, Staged]) -> tuple[dict[str, Any], str]:
+def _read_and_stage(store: ChunkStore, path: Path, staged: dict[str, Staged],
+                    progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, Any], str]:
     codec = Codec()
     with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
         reader = BundleReader(fh)
         first = reader.next()
         if first.kind != HEADER:
@@ -115,6 +120,8 @@ def _read_and_stage(store: ChunkStore, path: Path, staged: dict[str, Staged]) ->
             if chunk_id_of(raw) != cid:
                 raise IntegrityError(f"bundle chunk {cid[:16]} does not match its id (blake3)")
             staged[cid] = store.stage_verified(cid, len(raw), frame)
+            if progress is not None:
+                progress(min(fh.tell(), size), size)
         if pos != len(expected):
             raise BadSignature("bundle is missing chunk records its header lists")
         public, signature = rec.payload[:32], rec.payload[32:]

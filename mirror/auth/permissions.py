@@ -18,7 +18,7 @@ from __future__ import annotations
 from mirror.config import AuthConfig
 
 ACTIONS: dict[str, str] = {
-    "health": "liveness and readiness (/healthz)",
+    "health": "liveness and readiness (/healthz, /readyz)",
     "hub.read": "repo metadata: info, tree, paths-info, refs, commits",
     "files.read": "file bytes: resolve GET and HEAD",
     "pull.request": "ask the mirror to fetch a revision (pull, a sync run)",

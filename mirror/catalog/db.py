@@ -147,6 +147,10 @@ class Database:
             with _disk_errors():
                 await self._conn.execute(sql, tuple(params))
 
+    async def ping(self) -> None:
+        """One trivial read through the connection's thread: the catalog answers."""
+        await self.fetchone("SELECT count(*) FROM sqlite_master")
+
     async def integrity_check(self) -> list[str]:
         rows = await self.fetchall("PRAGMA integrity_check")
         problems = [r[0] for r in rows if r[0] != "ok"]

@@ -9,6 +9,7 @@ from typing import Any
 
 from mirror.audit.actor import cli_actor
 from mirror.cli.common import add_config_args, human_bytes, load_config, node_for, print_json
+from mirror.cli.progress import Progress
 from mirror.errors import StorageError
 
 
@@ -27,9 +28,13 @@ def register(sub: Any) -> None:
 
 async def run_verify(args: argparse.Namespace) -> int:
     config = load_config(args)
+    progress = Progress("verify", unit="chunk", quiet=args.json)
     try:
         async with node_for(args, config=config) as node:
-            rep = await node.verifier.verify(repair=args.repair, actor=cli_actor())
+            try:
+                rep = await node.verifier.verify(repair=args.repair, actor=cli_actor(), progress=progress)
+            finally:
+                progress.close()
     except (OSError, sqlite3.Error, StorageError) as exc:
         # A full or read-only disk while opening or closing the store: one line, no traceback.
         reason = exc.message if isinstance(exc, StorageError) else _reason(exc)

@@ -28,6 +28,7 @@ def register(sub: Any) -> None:
     add_config_args(p, creates_data_dir=True)
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(run=run_import)
 
 
@@ -55,8 +56,12 @@ async def run_export(args: argparse.Namespace) -> int:
 
 
 async def run_import(args: argparse.Namespace) -> int:
+    progress = Progress("import", quiet=args.quiet or args.json)
     async with node_for(args, recover_temps=True) as node:
-        rep = await node.bundles.run(Path(args.file))
+        try:
+            rep = await node.bundles.run(Path(args.file), progress)
+        finally:
+            progress.close()
         node.audit.record(cli_actor(), "bundle.import", str(Path(args.file).resolve()), signer=rep.signer,
                           revisions=rep.revisions, manifests=rep.manifests, chunks_new=rep.chunks_new)
     if args.json:

@@ -37,7 +37,10 @@ def add_config_args(p: argparse.ArgumentParser, *, creates_data_dir: bool = Fals
     p.set_defaults(creates_data_dir=creates_data_dir)
 
 
-def load_config(args: argparse.Namespace, **extra: dict[str, Any]) -> Config:
+def load_config(args: argparse.Namespace, *, announce: bool = True, **extra: dict[str, Any]) -> Config:
+    """The command's config (flags in `extra`, table -> key -> value); unless `announce`
+    is false (the daemon logs it as a record instead: `data_dir_notice`), the data dir
+    notice goes to stderr."""
     overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in extra.items()}
     if getattr(args, "data_dir", None):
         overrides.setdefault("store", {})["data_dir"] = args.data_dir
@@ -47,9 +50,13 @@ def load_config(args: argparse.Namespace, **extra: dict[str, Any]) -> Config:
     origin = _data_dir_origin(args, cfg)
     if not getattr(args, "creates_data_dir", False):
         _require_data_dir(root, origin)
-    if not getattr(args, "quiet", False):
-        print(f"mirror: data dir {root} ({origin})", file=sys.stderr)
+    if announce and not getattr(args, "quiet", False):
+        print(f"mirror: {data_dir_notice(args, cfg)}", file=sys.stderr)
     return cfg
+
+
+def data_dir_notice(args: argparse.Namespace, cfg: Config) -> str:
+    return f"data dir {Path(cfg.store.data_dir).resolve()} ({_data_dir_origin(args, cfg)})"
 
 
 def _data_dir_origin(args: argparse.Namespace, cfg: Config) -> str:

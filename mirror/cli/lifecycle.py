@@ -13,6 +13,7 @@ from typing import Any
 
 from mirror.audit.actor import cli_actor
 from mirror.cli.common import add_config_args, human_bytes, node_for, print_json
+from mirror.cli.progress import Progress
 from mirror.config import parse_duration
 
 
@@ -39,8 +40,12 @@ def register(sub: Any) -> None:
 
 async def run_archive(args: argparse.Namespace) -> int:
     older = parse_duration(args.older_than) if args.older_than else None
+    progress = Progress("archive", unit="chunk", quiet=args.json)
     async with node_for(args) as node:
-        rep = await node.archiver.archive(older_than=older, dry_run=args.dry_run, actor=cli_actor())
+        try:
+            rep = await node.archiver.archive(older_than=older, dry_run=args.dry_run, actor=cli_actor(), progress=progress)
+        finally:
+            progress.close()
     if args.json:
         print_json({**rep.__dict__, "saved": rep.saved})
         return 0
@@ -69,8 +74,12 @@ async def run_thaw(args: argparse.Namespace) -> int:
 
 
 async def run_gc(args: argparse.Namespace) -> int:
+    progress = Progress("gc", unit="chunk", quiet=args.json)
     async with node_for(args) as node:
-        rep = await node.collector.gc(dry_run=args.dry_run, actor=cli_actor())
+        try:
+            rep = await node.collector.gc(dry_run=args.dry_run, actor=cli_actor(), progress=progress)
+        finally:
+            progress.close()
     if args.json:
         print_json(rep.__dict__)
         return 0

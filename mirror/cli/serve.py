@@ -2,15 +2,19 @@
 
 The daemon's log carries text from clients (paths, repo ids, headers): before anything
 is served, `mirror.logsafe.install()` makes every record one escaped line and turns
-aiohttp's parser tracebacks into rate-limited one-liners without header values.
+aiohttp's parser tracebacks into rate-limited one-liners without header values. With
+`[server] log_format = "json"` every record is then one JSON object per line
+(mirror/jsonlog.py), the data dir notice included.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 from typing import Any
 
-from mirror.cli.common import add_config_args, load_config
+from mirror.cli.common import add_config_args, data_dir_notice, load_config
 
 
 def register(sub: Any) -> None:
@@ -23,7 +27,7 @@ def register(sub: Any) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from mirror import logsafe
+    from mirror import jsonlog, logsafe
     from mirror.app import serve
 
     logsafe.install()
@@ -34,6 +38,11 @@ async def run(args: argparse.Namespace) -> int:
     if args.port is not None:
         server["port"] = args.port
     upstream = {"url": args.upstream} if args.upstream else {}
-    cfg = load_config(args, server=server, upstream=upstream)
+    cfg = load_config(args, announce=False, server=server, upstream=upstream)
+    if cfg.server.log_format == "json":
+        jsonlog.install()  # from here every line on stderr is one JSON object
+        logging.getLogger("mirror").info("%s", data_dir_notice(args, cfg))
+    else:
+        print(f"mirror: {data_dir_notice(args, cfg)}", file=sys.stderr)
     await serve(cfg)
     return 0

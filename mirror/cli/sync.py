@@ -71,7 +71,7 @@ def _prepare(args: argparse.Namespace) -> None:
 async def run_pull(args: argparse.Namespace) -> int:
     _prepare(args)
     spec = SyncRepo(args.repo, args.repo_type, (args.revision,), tuple(args.include), tuple(args.exclude))
-    progress = Progress(f"pull {args.repo}", quiet=args.quiet or args.json)
+    progress = Progress(f"pull {args.repo}", quiet=args.quiet or args.json, log_lines=True)
     async with node_for(args, online=True, recover_temps=True) as node:
         try:
             report = await node.syncer.run(repos=[spec], caller=_caller(args), concurrency=args.concurrency, progress=progress)
@@ -91,7 +91,7 @@ async def run_sync_cmd(args: argparse.Namespace) -> int:
     config = load_config(args)
     if not config.sync.repos:
         raise UsageError(f"{config.source}: the watch list is empty (add [[sync.repos]] tables)")
-    progress = Progress("sync", quiet=args.quiet or args.json)
+    progress = Progress("sync", quiet=args.quiet or args.json, log_lines=True)
     async with node_for(args, config=config, online=True, recover_temps=True) as node:
         async with node.syncer.lock.held_async(wait=args.wait):
             try:

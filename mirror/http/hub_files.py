@@ -22,7 +22,7 @@ from mirror.errors import MirrorError
 from mirror.http import parse
 from mirror.http.caller import caller_of
 from mirror.http.context import COUNTERS, FILES, VERSIONS, resolved_headers
-from mirror.http.middleware import client_aborted
+from mirror.http.middleware import SOURCE, client_aborted
 from mirror.model import FileEntry
 from mirror.resolve.files import Files
 from mirror.resolve.metadata import Resolved
@@ -104,6 +104,7 @@ async def _send(request: web.Request, files: Files, res: Resolved, entry: FileEn
         rng = None  # a stale validator: RFC 9110 says send the whole file
     start, end = rng if rng is not None else (0, entry.size)
     source = await files.open(res, entry, caller)
+    request[SOURCE] = source.kind  # the access line's source and cache outcome
     if source.kind == "direct":
         headers["X-Mirror-Cache"] = "bypass; the mirror is short of disk space and does not keep this file"
     resp = web.StreamResponse(status=206 if rng is not None else 200, headers=headers)

@@ -8,18 +8,31 @@ The access line escapes every field that comes from the request (mirror/logsafe.
 a path that decodes to CR/LF cannot forge a line. A client that disconnects mid-response
 is logged as status 499 with the body bytes written before it left: a client abort,
 not a 500.
+
+Every request has an id: the client's `X-Request-Id` when it is a plain token (at most
+64 characters of letters, digits and `._:-`, and not shaped like a Hub or API token,
+which never reaches a log), else a new random one. It is echoed as `X-Request-Id` on
+every response, errors included (`echo_request_id`, an `on_response_prepare` hook, so
+streamed and aiohttp-made responses carry it too). The access line carries it with the
+route group (the action of the permission table the route performs), the source of a
+file's bytes (`store`, `fill`, `direct`: resolve/files.py, set by the handler under
+`SOURCE`) and the cache outcome it means (`hit`, `miss`, `bypass`); the same fields ride
+on the record (`record.access`) for the JSON log format (mirror/jsonlog.py).
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 import time
-from typing import Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from aiohttp import web
 
 from mirror.errors import MirrorError
-from mirror.logsafe import escape
+from mirror.http.auth import ROUTE_ACTIONS
+from mirror.logsafe import SECRETS, escape
 
 log = logging.getLogger("mirror.http")
 access_log = logging.getLogger("mirror.access")
@@ -84,9 +97,31 @@ def client_aborted(request: web.Request, sent: int) -> None:
     request[_ABORTED] = sent
 
 
+# Set by the file handler: the kind of source its bytes come from (resolve/files.py).
+SOURCE = web.RequestKey("source", str)
+REQUEST_ID = web.RequestKey("request_id", str)
+_CACHE = {"store": "hit", "fill": "miss", "direct": "bypass"}
+_GOOD_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}", re.ASCII)
+
+
+def request_id(incoming: str | None) -> str:
+    """The client's id when it is a plain token that cannot be a secret, else a new one."""
+    if incoming and _GOOD_ID.fullmatch(incoming) and not SECRETS.search(incoming):
+        return incoming
+    return secrets.token_hex(8)
+
+
+async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare` hook: every response names its request's id."""
+    rid = request.get(REQUEST_ID)
+    if rid is not None:
+        response.headers["X-Request-Id"] = rid
+
+
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     start = time.perf_counter()
+    request[REQUEST_ID] = request_id(request.headers.get("X-Request-Id"))
     status = 500
     size = 0
     try:
@@ -104,15 +139,29 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         if _ABORTED in request:
             status, size = CLIENT_CLOSED, request[_ABORTED]
         if request.app.get(ACCESS_LOG_ON, True) and not (status < 400 and request.get(QUIET)):
-            access_log.info(
-                '%s "%s %s" %d %d %.1fms',
-                escape(request.remote or "-", 100),
-                escape(request.method, 20),
-                escape(request.rel_url.path, 300).replace('"', "\\x22"),  # quotes delimit the field
-                status,
-                size,
-                (time.perf_counter() - start) * 1000,
-            )
+            _log_access(request, status, size, (time.perf_counter() - start) * 1000)
+
+
+def _log_access(request: web.Request, status: int, size: int, ms: float) -> None:
+    route = request.match_info.route
+    spec = request.app.get(ROUTE_ACTIONS, {}).get(route.handler) if route is not None else None
+    source = request.get(SOURCE, "-")
+    fields: dict[str, Any] = {
+        "remote": escape(request.remote or "-", 100),
+        "method": escape(request.method, 20),
+        "path": escape(request.rel_url.path, 300).replace('"', "\\x22"),  # quotes delimit the field
+        "status": status,
+        "bytes": size,
+        "duration_ms": round(ms, 1),
+        "request_id": request[REQUEST_ID],
+        "group": spec[0] if spec else "-",
+        "source": source,
+        "cache": _CACHE.get(source, "-"),
+    }
+    access_log.info(
+        '%s "%s %s" %d %d %.1fms id=%s group=%s source=%s cache=%s',
+        *fields.values(), extra={"access": fields},
+    )
 
 
 ACCESS_LOG_ON = web.AppKey("access_log_on", bool)

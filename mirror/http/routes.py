@@ -1,6 +1,6 @@
 """The route table: every URL the daemon answers, on one screen, in groups.
 
-Groups: Hub API (metadata), files (`resolve`), health, peer (`/_peer/*`, a route group
+Groups: Hub API (metadata), files (`resolve`), health (`/healthz`, `/readyz`), peer (`/_peer/*`, a route group
 of its own so peer authentication wraps exactly it); and the slots later issues fill
 from the composition root (app.py): admin (`/_admin/*`), metrics (`/metrics`) and the
 web dashboard (`/ui`, http/ui.py). Every route carries the action of the permission
@@ -27,7 +27,7 @@ Routes = list[web.RouteDef]
 
 
 def health_routes() -> Routes:
-    return [web.get("/healthz", health.healthz)]
+    return [web.get("/healthz", health.healthz), web.get("/readyz", health.readyz)]
 
 
 def hub_api_routes() -> Routes:

@@ -23,6 +23,7 @@ import functools
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Callable
 
 from mirror import crashpoints
 from mirror.audit.actor import LIFECYCLE
@@ -104,12 +105,14 @@ class Archiver:
         self.lock = lock
 
     async def archive(self, *, policy: Policy | None = None, older_than: float | None = None, dry_run: bool = False,
-                      actor: str = LIFECYCLE) -> ArchiveReport:
+                      actor: str = LIFECYCLE, progress: Callable[[int, int], None] | None = None) -> ArchiveReport:
+        """`progress(done, total)` follows the chunks copied into packs."""
         policy = policy or self.policy
         with self.lock.held():
-            return await self._archive(policy, older_than, dry_run, actor)
+            return await self._archive(policy, older_than, dry_run, actor, progress)
 
-    async def _archive(self, policy: Policy, older_than: float | None, dry_run: bool, actor: str) -> ArchiveReport:
+    async def _archive(self, policy: Policy, older_than: float | None, dry_run: bool, actor: str,
+                       progress: Callable[[int, int], None] | None) -> ArchiveReport:
         await flush_access(self.catalog)
         if not dry_run:
             self.packs.remove_stale_temps()  # of a run killed at step 1
@@ -176,6 +179,8 @@ class Archiver:
                 rep.packs += 1
                 rep.hot_deleted += await self._delete_hot(pending)
                 writer, pending = None, []
+            if progress is not None:
+                progress(i + len(batch), len(to_copy))
         if writer is not None and writer.entries:
             rep.archive_bytes += await self._commit_pack(writer)
             rep.packs += 1

@@ -22,6 +22,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from mirror import crashpoints
 from mirror.audit.actor import LIFECYCLE
@@ -40,6 +41,9 @@ log = logging.getLogger("mirror.lifecycle")
 REPACK_BELOW = 0.5
 # Deleted manifests named in a run's audit record (the count is always there).
 _AUDIT_IDS = 100
+# Chunk files deleted per worker-thread call (each ends with its directory fsyncs), so a
+# sweep of a large store reports progress and does not hold a thread for minutes.
+_SWEEP_BATCH = 1024
 
 
 @dataclass
@@ -70,10 +74,12 @@ class Collector:
         self.policy = policy
         self.lock = lock
 
-    async def gc(self, *, policy: Policy | None = None, dry_run: bool = False, actor: str = LIFECYCLE) -> GcReport:
+    async def gc(self, *, policy: Policy | None = None, dry_run: bool = False, actor: str = LIFECYCLE,
+                 progress: Callable[[int, int], None] | None = None) -> GcReport:
+        """`progress(done, total)` follows the chunk files swept."""
         policy = policy or self.policy
         with self.lock.held():
-            return await self._gc(policy, dry_run, actor)
+            return await self._gc(policy, dry_run, actor, progress)
 
     def _audit(self, rep: GcReport, dead_manifests: list[str], actor: str) -> None:
         """One record per run that deleted anything; the deleted manifests' identities are
@@ -87,7 +93,7 @@ class Collector:
                           packs_deleted=rep.packs_deleted, packs_repacked=rep.packs_repacked,
                           dangling_manifests=rep.dangling_manifests)
 
-    async def _gc(self, policy: Policy, dry_run: bool, actor: str) -> GcReport:
+    async def _gc(self, policy: Policy, dry_run: bool, actor: str, progress: Callable[[int, int], None] | None) -> GcReport:
         await flush_access(self.catalog)
         lc = self.catalog.lifecycle
         loop = asyncio.get_running_loop()
@@ -142,8 +148,12 @@ class Collector:
         if not dry_run:
             # A reader that started after the mark holds a lease: its chunks stay.
             keep = leases.is_held if leases is not None else None
-            delete = functools.partial(self.store.delete_many, dead_files, keep=keep, crashpoint="gc.file_deleted")
-            rep.chunk_files_deleted = await loop.run_in_executor(None, delete)
+            for i in range(0, len(dead_files), _SWEEP_BATCH):
+                part = dead_files[i:i + _SWEEP_BATCH]
+                delete = functools.partial(self.store.delete_many, part, keep=keep, crashpoint="gc.file_deleted")
+                rep.chunk_files_deleted += await loop.run_in_executor(None, delete)
+                if progress is not None:
+                    progress(i + len(part), len(dead_files))
         else:
             rep.chunk_files_deleted = len(dead_files)
 

@@ -144,3 +144,21 @@ def _writer_alive(name: str) -> bool:
         return False
     pid = int(parts[-3])
     return pid != os.getpid() and process_alive(pid)
+
+
+def probe_writable(tmp_dir: Path) -> None:
+    """Write, fsync and remove a tiny temp file in `tmp_dir` (named like every temp, so
+    a crash in between leaves nothing `remove_dead_temps` keeps); `StorageError` says
+    why the volume takes no writes (full, read-only, gone)."""
+    tmp = tmp_dir / f"probe.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"ok\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StorageError(f"{tmp_dir} is not writable: {os.strerror(exc.errno or errno.EIO)}") from None
+    finally:
+        _unlink_quiet(tmp)

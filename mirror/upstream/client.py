@@ -147,6 +147,11 @@ class HubClient:
         self._session: aiohttp.ClientSession | None = None
         self.outages = Outages(clock or SystemClock())
 
+    def unreachable(self) -> str | None:
+        """Why the last connect to the upstream Hub failed, or None when it worked (or
+        none was tried yet)."""
+        return self.outages.last_failure(self._host)
+
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout, sock_read=self.config.read_timeout)
         connector = aiohttp.TCPConnector(limit=max(8, self.config.max_concurrent * 2), ttl_dns_cache=60)

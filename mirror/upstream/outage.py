@@ -42,6 +42,12 @@ class Outages:
             return
         raise UpstreamCannotConnect(f"upstream unreachable ({reason}, moments ago); not retried for a few seconds")
 
+    def last_failure(self, host: str) -> str | None:
+        """Why the last connect to `host` failed, if it did and none succeeded since
+        (whatever the TTL: this is what `/readyz` reports, not what fails fast)."""
+        mark = self._down.get(host)
+        return mark[1] if mark is not None else None
+
     def mark(self, host: str, reason: str) -> None:
         now = self.clock.monotonic()
         old = self._down.get(host)
