@@ -23,6 +23,8 @@ The wiring, in dependency order (arrows: "is given to"):
     Catalog (audit), NodeKey -> AuditLog -> everything that audits (lifecycle, verify, CLI commands)
     catalog.channels (the outbox), the [channels] HMAC key -> Webhook (the daemon delivers)
     catalog.versions -> VersionMetrics (reported values, traffic per version: HTTP edge, gates)
+    Metrics (`observe`, the daemon with [server] metrics) -> wrappers (obs/wrappers.py) around
+        ChunkStore (the reader's), UpstreamOrigin, the Hub session and Files (the HTTP edge's)
 
 A later issue adds a component here and nowhere else: a peer origin goes into `origins`
 before upstream, an S3 backend replaces `LocalBackend`, a metrics wrapper wraps a
@@ -75,6 +77,10 @@ from mirror.lifecycle.evict import Evictor
 from mirror.lifecycle.gc import Collector
 from mirror.lifecycle.job import LifecycleJob
 from mirror.lifecycle.policy import Policy
+from mirror.obs.collectors import NodeCollector
+from mirror.obs.figures import CatalogFigures
+from mirror.obs.metrics import Metrics
+from mirror.obs.wrappers import MeteredFiles, TimedChunks, VerdictOrigin, upstream_trace
 from mirror.peers.auth import PeerAuth, TrustStore
 from mirror.peers.client import PeerClient
 from mirror.peers.copier import FileCopier
@@ -167,6 +173,9 @@ class Node:
     webhook: Webhook
     version_metrics: VersionMetrics
     canary: CanaryController
+    # What the HTTP edge serves files through: `files`, wrapped when metrics are on.
+    http_files: Files | MeteredFiles
+    metrics: Metrics | None = None
     online: bool = False
 
     async def __aenter__(self) -> "Node":
@@ -240,9 +249,11 @@ class Node:
             self.write_executor.shutdown(wait=True, cancel_futures=True)
 
 
-async def open_node(config: Config, *, clock: Clock | None = None, recover_temps: bool = True, online: bool = False) -> Node:
+async def open_node(config: Config, *, clock: Clock | None = None, recover_temps: bool = True, online: bool = False,
+                    observe: bool = False) -> Node:
     """Build a node on `config.store.data_dir`. `online` opens the upstream session
-    (the daemon, `pull`, `sync`); offline commands never talk to the Hub."""
+    (the daemon, `pull`, `sync`); offline commands never talk to the Hub. `observe`
+    builds its metrics and the wrappers that feed them (the daemon's /metrics)."""
     _tune_malloc()
     clock = clock or SystemClock()
     # Secrets and settings that can refuse the start are read before anything is opened
@@ -270,8 +281,9 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     write_executor = ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="store-write")
     leases = LeaseTable()
     scheduler = Scheduler()
+    metrics = Metrics() if observe else None
     ingestor = Ingestor(store, catalog.content, key, leases, layout.tmp, executor, write_executor)
-    reader = ChunkReader(store, executor, leases=leases)
+    reader = ChunkReader(TimedChunks(store, metrics) if metrics else store, executor, leases=leases)
 
     audit = AuditLog(catalog.audit, key, clock)
     lifecycle_lock = FileLock(layout.lock_path("lifecycle"), "another lifecycle operation (archive, thaw, gc) is running")
@@ -279,7 +291,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     evictor = Evictor(catalog, store, clock, policy, lifecycle_lock, audit)
     collector = Collector(catalog, store, packs, leases, clock, policy, lifecycle_lock, audit)
 
-    hub = HubClient(config.upstream, clock)
+    hub = HubClient(config.upstream, clock, traces=[upstream_trace(metrics)] if metrics else ())
     trust = TrustStore(catalog.meta, config.peers.trust, clock)
     peer_client = PeerClient(key, config.peers, clock)
     peers = Peers(config.peers, peer_client, trust, key.public_hex, clock, layout.peer_state)
@@ -302,7 +314,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     upstream = UpstreamOrigin(hub, config.upstream.max_resumes)
     peer_origin = PeerOrigin(peers, peer_client, trust, store, catalog.repos, executor, config.peers, ranges=upstream,
                              write_executor=write_executor)
-    origins: list[Origin] = [peer_origin, upstream]
+    origins: list[Origin] = [peer_origin, VerdictOrigin(upstream, metrics) if metrics else upstream]
     fetcher = Fetcher(origins, ingestor, catalog.repos, catalog.meta, layout, scheduler, space, max_fills=config.server.max_cold_fetches)
     # Scans share the store's workers; at most half of them scan at once.
     quarantine = Quarantine(catalog.scans, store, leases, executor, scheduler, audit,
@@ -334,8 +346,10 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
                               ingestor, catalog.repos, catalog.changes, FileLock(layout.lock_path("sync"), "sync is already running")),
         discovery=Discovery(config.peers, peers, key.public_hex),
         channels=channels, releases=Releases(catalog.channels, channels, aliases, clock),
-        webhook=webhook,
+        webhook=webhook, http_files=MeteredFiles(files, metrics) if metrics else files, metrics=metrics,
     )
+    if metrics is not None:
+        metrics.watch(NodeCollector(metrics, CatalogFigures(catalog, evictor, clock), fetcher, peers))
     if online:
         try:
             await hub.start()

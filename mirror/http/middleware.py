@@ -71,6 +71,11 @@ def client_aborted(request: web.Request, sent: int) -> None:
     request[_ABORTED] = sent
 
 
+def was_aborted(request: web.Request) -> bool:
+    """Whether the client closed the connection mid-response (`client_aborted`)."""
+    return _ABORTED in request
+
+
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     start = time.perf_counter()

@@ -1,0 +1,10 @@
+"""Observability: the node's Prometheus metrics (`GET /metrics`).
+
+    metrics.py     Metrics: the node's registry, process counters and histograms, render
+    wrappers.py    wrappers the composition root puts around components to count them
+    figures.py     catalog figures (store, audit, aliases, scans), cached for a few seconds
+    collectors.py  the node collector: families read at scrape time
+
+The HTTP side (the route, the request middleware) is http/metrics.py. With
+`[server] metrics = false` nothing here is built: no route, no wrapper, no cost.
+"""
