@@ -18,6 +18,7 @@ import signal
 from typing import AsyncIterator
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from mirror.clock import Clock
 from mirror.config import Config
@@ -27,6 +28,7 @@ from mirror.http.allowlist import ALLOWLIST, Allowlist, allowlist_middleware
 from mirror.http.caller import caller_middleware
 from mirror.http.context import AUDIT, CONFIG, COUNTERS, FILES, METADATA, NODE, PASSTHROUGH, VERSIONS
 from mirror.http.listen import Listener, listen, listen_tcp
+from mirror.http.metrics import METRICS, metrics_middleware, metrics_routes, on_prepare
 from mirror.http.middleware import ACCESS_LOG_ON, ERROR_PAGE, access_middleware, echo_request_id, errors_middleware
 from mirror.http.peer_api import PEER_AUTH, PEER_KEY, PEER_SERVICE, PEER_TABLE, peer_routes
 from mirror.http.routes import AdminRoute, setup_routes
@@ -47,8 +49,15 @@ def _admin_routes() -> list[AdminRoute]:
     return admin_api.admin_routes()
 
 
+def _middlewares(config: Config) -> list[Middleware]:
+    """With metrics on, their request observer goes outermost: it sees every final status."""
+    return [metrics_middleware, *MIDDLEWARES] if config.server.metrics else list(MIDDLEWARES)
+
+
 def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
-    app = web.Application(middlewares=list(MIDDLEWARES), client_max_size=CLIENT_MAX_SIZE)
+    app = web.Application(middlewares=_middlewares(config), client_max_size=CLIENT_MAX_SIZE)
+    if config.server.metrics:
+        app.on_response_prepare.append(on_prepare)
     app.on_response_prepare.append(echo_request_id)
     app[ACCESS_LOG_ON] = config.server.access_log
     app[CONFIG] = config
@@ -57,10 +66,12 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     app[ERROR_PAGE] = error_page
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
-        async with await open_node(config, clock=clock, online=True) as node:
+        async with await open_node(config, clock=clock, online=True, observe=config.server.metrics) as node:
             app[NODE] = node
             app[METADATA] = node.metadata
-            app[FILES] = node.files
+            app[FILES] = node.http_files
+            if node.metrics is not None:
+                app[METRICS] = node.metrics
             app[VERSIONS] = node.version_metrics
             app[PASSTHROUGH] = node.passthrough
             app[COUNTERS] = node.catalog.meta
@@ -76,10 +87,10 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
             yield
 
     app.cleanup_ctx.append(lifetime)
-    # The metrics slot is empty: that group arrives with its issue. The auth middleware
-    # knows every route's action, the admin listener's included.
+    # The auth middleware knows every route's action, the admin listener's included.
     admin = () if config.server.admin_listen else _admin_routes()
-    actions = setup_routes(app, admin=admin, peer=peer_routes(), metrics=(), ui=ui_routes())
+    actions = setup_routes(app, admin=admin, peer=peer_routes(), metrics=metrics_routes() if config.server.metrics else (),
+                           ui=ui_routes())
     actions.update({r.handler: (action, writes) for r, action, writes in _admin_routes()})  # type: ignore[attr-defined]
     app[ROUTE_ACTIONS] = actions
     return app
@@ -89,7 +100,10 @@ def build_admin_app(main: web.Application) -> web.Application:
     """The admin listener's application: only the admin routes, the same middlewares,
     and the main application's state (components, config, allowlist), copied when it
     starts, which is after the main application opened the node."""
-    admin = web.Application(middlewares=list(MIDDLEWARES), client_max_size=CLIENT_MAX_SIZE)
+    config = main[CONFIG]
+    admin = web.Application(middlewares=_middlewares(config), client_max_size=CLIENT_MAX_SIZE)
+    if config.server.metrics:
+        admin.on_response_prepare.append(on_prepare)
     admin.on_response_prepare.append(echo_request_id)
 
     async def share(admin_app: web.Application) -> None:

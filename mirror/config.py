@@ -58,6 +58,8 @@ class ServerConfig:
     # A separate listener for the admin routes ("host:port" or "unix:/path"); "" = the
     # admin routes are served on the main listener.
     admin_listen: str = ""
+    # `GET /metrics` (Prometheus) and the wrappers that feed it; false = neither exists.
+    metrics: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,8 @@ The wiring, in dependency order (arrows: "is given to"):
     Catalog (audit), NodeKey -> AuditLog -> everything that audits (lifecycle, verify, CLI commands)
     catalog.channels (the outbox), the [channels] HMAC key -> Webhook (the daemon delivers)
     catalog.versions -> VersionMetrics (reported values, traffic per version: HTTP edge, gates)
+    Metrics (`observe`, the daemon with [server] metrics) -> wrappers (obs/wrappers.py) around
+        ChunkStore (the reader's), UpstreamOrigin, the Hub session and Files (the HTTP edge's)
 
 A later issue adds a component here and nowhere else: a peer origin goes into `origins`
 before upstream, an S3 backend replaces `LocalBackend`, a metrics wrapper wraps a
@@ -76,6 +78,10 @@ from mirror.lifecycle.evict import Evictor
 from mirror.lifecycle.gc import Collector
 from mirror.lifecycle.job import LifecycleJob
 from mirror.lifecycle.policy import Policy
+from mirror.obs.collectors import NodeCollector
+from mirror.obs.figures import CatalogFigures
+from mirror.obs.metrics import Metrics
+from mirror.obs.wrappers import MeteredFiles, TimedChunks, VerdictOrigin, upstream_trace
 from mirror.peers.auth import PeerAuth, TrustStore
 from mirror.peers.client import PeerClient
 from mirror.peers.copier import FileCopier
@@ -174,6 +180,9 @@ class Node:
     # The web dashboard: its read model and the traffic sampler behind its chart.
     history: TrafficHistory
     dashboard: Dashboard
+    # What the HTTP edge serves files through: `files`, wrapped when metrics are on.
+    http_files: Files | MeteredFiles
+    metrics: Metrics | None = None
     online: bool = False
 
     async def __aenter__(self) -> "Node":
@@ -251,9 +260,11 @@ class Node:
             self.write_executor.shutdown(wait=True, cancel_futures=True)
 
 
-async def open_node(config: Config, *, clock: Clock | None = None, recover_temps: bool = True, online: bool = False) -> Node:
+async def open_node(config: Config, *, clock: Clock | None = None, recover_temps: bool = True, online: bool = False,
+                    observe: bool = False) -> Node:
     """Build a node on `config.store.data_dir`. `online` opens the upstream session
-    (the daemon, `pull`, `sync`); offline commands never talk to the Hub."""
+    (the daemon, `pull`, `sync`); offline commands never talk to the Hub. `observe`
+    builds its metrics and the wrappers that feed them (the daemon's /metrics)."""
     _tune_malloc()
     clock = clock or SystemClock()
     # Secrets and settings that can refuse the start are read before anything is opened
@@ -281,8 +292,9 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     write_executor = ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="store-write")
     leases = LeaseTable()
     scheduler = Scheduler()
+    metrics = Metrics() if observe else None
     ingestor = Ingestor(store, catalog.content, key, leases, layout.tmp, executor, write_executor)
-    reader = ChunkReader(store, executor, leases=leases)
+    reader = ChunkReader(TimedChunks(store, metrics) if metrics else store, executor, leases=leases)
 
     audit = AuditLog(catalog.audit, key, clock)
     lifecycle_lock = FileLock(layout.lock_path("lifecycle"), "another lifecycle operation (archive, thaw, gc) is running")
@@ -290,7 +302,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     evictor = Evictor(catalog, store, clock, policy, lifecycle_lock, audit)
     collector = Collector(catalog, store, packs, leases, clock, policy, lifecycle_lock, audit)
 
-    hub = HubClient(config.upstream, clock)
+    hub = HubClient(config.upstream, clock, traces=[upstream_trace(metrics)] if metrics else ())
     trust = TrustStore(catalog.meta, config.peers.trust, clock)
     peer_client = PeerClient(key, config.peers, clock)
     peers = Peers(config.peers, peer_client, trust, key.public_hex, clock, layout.peer_state)
@@ -319,7 +331,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     upstream = UpstreamOrigin(hub, config.upstream.max_resumes)
     peer_origin = PeerOrigin(peers, peer_client, trust, store, catalog.repos, executor, config.peers, ranges=upstream,
                              write_executor=write_executor)
-    origins: list[Origin] = [peer_origin, upstream]
+    origins: list[Origin] = [peer_origin, VerdictOrigin(upstream, metrics) if metrics else upstream]
     fetcher = Fetcher(origins, ingestor, catalog.repos, catalog.meta, layout, scheduler, space, max_fills=config.server.max_cold_fetches)
     # Scans share the store's workers; at most half of them scan at once.
     quarantine = Quarantine(catalog.scans, store, leases, executor, scheduler, audit,
@@ -358,7 +370,10 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         webhook=webhook,
         history=history,
         dashboard=Dashboard(catalog, channels, releases, version_metrics, peers, audit, evictor, history),
+        http_files=MeteredFiles(files, metrics) if metrics else files, metrics=metrics,
     )
+    if metrics is not None:
+        metrics.watch(NodeCollector(metrics, CatalogFigures(catalog, evictor, clock), fetcher, peers))
     if online:
         try:
             await hub.start()

@@ -1,6 +1,6 @@
 """The whole role x route-group x action matrix (issue 10 item 8, threat-model A3), over
-real daemons: every route group (health, Hub API, files, peer, admin reads, admin
-writes, audit, the web dashboard) for every role (admin, developer with grants, auditor,
+real daemons: every route group (health, Hub API, files, metrics, peer, admin reads,
+admin writes, audit, the web dashboard) for every role (admin, developer with grants, auditor,
 anonymous), under two configs, with the exact status and error code. The expectation comes from the
 checked-in table `tests/auth_table.json` (data, default deny), not from the code under
 test: a cell the table allows answers 200, one it refuses answers 401 TokenRequired to a
@@ -73,6 +73,7 @@ ROUTES = [
     Route("files", "GET", "/team/model/resolve/main/config.json", "files.read", repo="team/model", hub_facing=True),
     Route("files", "HEAD", "/team/model/resolve/main/model.safetensors", "files.read", repo="team/model", hub_facing=True),
     Route("files", "GET", "/other/model/resolve/main/config.json", "files.read", repo="other/model", hub_facing=True),
+    Route("metrics", "GET", "/metrics", "metrics.read"),
     Route("peer", "GET", "/_peer/v1/hello", "peer.api"),
     Route("peer", "POST", "/_peer/v1/have", "peer.api", lambda _t: {"chunks": []}),
     Route("admin-read", "GET", f"{A}/repos", "cache.read"),
@@ -193,10 +194,6 @@ def test_every_role_on_every_route_group(sites: dict[str, Site], config: str) ->
             if status >= 400:
                 assert body.startswith(b'{"error": ') or route.method == "HEAD", body  # the Hub's error format
     assert not wrong, "\n".join(wrong)
-
-
-def test_metrics_group() -> None:
-    pytest.skip("the metrics route group is empty (no /metrics route exists yet); its cells join the matrix with it")
 
 
 def test_huggingface_hub_client_cells(sites: dict[str, Site], tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 project lives in this package.
 
 `Catalog` groups the per-noun parts (`repos`, `content`, `meta`, `api`, `pins`, `usage`, `changes`,
-`tokens`, `audit`, `scans`, `channels`, `channel_copy`, `versions`) over one `Database`.
+`tokens`, `audit`, `scans`, `channels`, `channel_copy`, `versions`, `tallies`) over one `Database`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from mirror.catalog.meta import MetaCatalog
 from mirror.catalog.pins import PinCatalog
 from mirror.catalog.quarantine import ScanCatalog
 from mirror.catalog.repos import RepoCatalog, RepoRow
+from mirror.catalog.tallies import TallyCatalog
 from mirror.catalog.tokens import TokenCatalog
 from mirror.catalog.usage import UsageCatalog
 from mirror.catalog.versions import VersionCatalog
@@ -51,6 +52,7 @@ class Catalog:
         self.channels = ChannelCatalog(db, clock.now)
         self.channel_copy = ChannelCopy(db, clock.now)
         self.versions = VersionCatalog(db, clock.now)
+        self.tallies = TallyCatalog(db)
 
     @classmethod
     async def open(cls, path: Path, clock: Clock | None = None) -> "Catalog":

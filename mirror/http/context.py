@@ -4,21 +4,33 @@ only module that knows where components come from), and small response helpers."
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
 from aiohttp import web
 
 from mirror.audit.log import AuditLog
+from mirror.caller import Caller
 from mirror.catalog.meta import MetaCatalog
 from mirror.channels.metrics import VersionMetrics
 from mirror.config import Config
+from mirror.model import FileEntry, RepoKey
 from mirror.node import Node
-from mirror.resolve.files import Files
+from mirror.resolve.files import Source
 from mirror.resolve.metadata import Metadata, Resolved
 from mirror.resolve.passthrough import Passthrough
 
+
+class FileService(Protocol):
+    """What the file handlers call (resolve/files.py `Files`, or a wrapper of it)."""
+
+    async def locate(self, key: RepoKey, revision: str, path: str, caller: Caller) -> tuple[Resolved, FileEntry]: ...
+
+    async def open(self, res: Resolved, entry: FileEntry, caller: Caller) -> Source: ...
+
+
 CONFIG = web.AppKey("config", Config)
 METADATA = web.AppKey("metadata", Metadata)
-FILES = web.AppKey("files", Files)
+FILES = web.AppKey("files", FileService)
 PASSTHROUGH = web.AppKey("passthrough", Passthrough)
 COUNTERS = web.AppKey("counters", MetaCatalog)
 AUDIT = web.AppKey("audit", AuditLog)

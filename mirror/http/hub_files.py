@@ -21,10 +21,9 @@ from mirror.caller import Caller
 from mirror.errors import MirrorError
 from mirror.http import parse
 from mirror.http.caller import caller_of
-from mirror.http.context import COUNTERS, FILES, VERSIONS, resolved_headers
+from mirror.http.context import COUNTERS, FILES, VERSIONS, FileService, resolved_headers
 from mirror.http.middleware import SOURCE, client_aborted
 from mirror.model import FileEntry
-from mirror.resolve.files import Files
 from mirror.resolve.metadata import Resolved
 
 log = logging.getLogger("mirror.http")
@@ -90,7 +89,7 @@ class _Outcome:
         self.sent = 0
 
 
-async def _send(request: web.Request, files: Files, res: Resolved, entry: FileEntry, caller: Caller,
+async def _send(request: web.Request, files: FileService, res: Resolved, entry: FileEntry, caller: Caller,
                 outcome: _Outcome) -> web.StreamResponse:
     key, path = res.key, entry.path
     headers = _file_headers(res, entry)

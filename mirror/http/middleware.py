@@ -118,6 +118,11 @@ async def echo_request_id(request: web.Request, response: web.StreamResponse) ->
         response.headers["X-Request-Id"] = rid
 
 
+def was_aborted(request: web.Request) -> bool:
+    """Whether the client closed the connection mid-response (`client_aborted`)."""
+    return _ABORTED in request
+
+
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     start = time.perf_counter()

@@ -79,8 +79,7 @@ class Fetcher:
         made: list[Fill] = []
 
         def make() -> Fill:
-            running = sum(1 for f in self._fills.values() if not f.done.is_set())
-            if running >= self.max_fills:
+            if self.in_flight() >= self.max_fills:
                 raise Overloaded("mirror is busy filling its cache; retry shortly", retry_after=2)
             if not self.space.room_for(target.size):
                 raise StorageError(f"not enough free space to cache {target.entry.path} ({target.size} bytes)")
@@ -94,6 +93,10 @@ class Fetcher:
         if made:
             self.scheduler.spawn(self._run(fill, caller), name=f"fill {target.identity[:20]}")
         return fill
+
+    def in_flight(self) -> int:
+        """Fills fetching now (what `max_fills` limits)."""
+        return sum(1 for f in self._fills.values() if not f.done.is_set())
 
     def running(self, identity: str) -> Fill | None:
         """The fill of this content while it is fetching, or verified and not yet

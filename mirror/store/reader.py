@@ -21,11 +21,18 @@ import bisect
 import functools
 import weakref
 from concurrent.futures import Executor
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Protocol, Sequence
 
 from mirror.manifest import ChunkRef
-from mirror.store.chunkstore import ChunkStore
+from mirror.store.codec import Buffer
 from mirror.store.leases import LeaseTable
+
+
+class ChunkSource(Protocol):
+    """What the reader needs of the chunk store (store/chunkstore.py `ChunkStore.read`,
+    or a wrapper of it): a chunk's raw bytes, verified; blocking, thread-safe."""
+
+    def read(self, cid: str, expected_len: int | None = None) -> Buffer: ...
 
 
 # A consumer that took its last chunk slower than this (bytes/s) is the bottleneck itself
@@ -55,7 +62,7 @@ class _Flight:
 
 
 class ChunkReader:
-    def __init__(self, store: ChunkStore, executor: Executor, readahead: int = 4, leases: LeaseTable | None = None) -> None:
+    def __init__(self, store: ChunkSource, executor: Executor, readahead: int = 4, leases: LeaseTable | None = None) -> None:
         self.store = store
         self.executor = executor
         self.readahead = readahead

@@ -23,7 +23,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Mapping, Sequence
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -140,8 +140,11 @@ def _connect_failure(exc: aiohttp.ClientConnectorError) -> str:
 
 
 class HubClient:
-    def __init__(self, config: UpstreamConfig, clock: Clock | None = None) -> None:
+    def __init__(self, config: UpstreamConfig, clock: Clock | None = None, *,
+                 traces: Sequence[aiohttp.TraceConfig] = ()) -> None:
+        """`traces` observe the session's requests (aiohttp client tracing: metrics)."""
         self.config = config
+        self._traces = list(traces)
         self.base = config.url.rstrip("/")
         self._host = urlsplit(self.base).netloc
         self._session: aiohttp.ClientSession | None = None
@@ -163,6 +166,7 @@ class HubClient:
             trust_env=False,
             # A deep read buffer: file bodies arrive in large pieces, not 64 KiB ones.
             read_bufsize=4 << 20,
+            trace_configs=self._traces or None,
         )
 
     async def close(self) -> None:

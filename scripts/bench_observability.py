@@ -1,0 +1,305 @@
+#!/usr/bin/env python3
+"""Benchmark the cost of observability on warm GETs (issue 12 item 8).
+
+Everything runs on 127.0.0.1: the fake Hub and two mirror daemons are separate
+processes, the client (aiohttp) runs here. Both daemons hold the same warm files; in the
+same run, in back-to-back rounds whose order alternates, it measures:
+
+  off:     [server] metrics = false, access_log = false (no /metrics route, no wrappers,
+           no request observer, no access line);
+  metrics: [server] metrics = true, access_log = false (every request counted and timed,
+           file bytes counted by source, chunk reads timed), /metrics scraped after every
+           round as Prometheus would;
+  on:      metrics as above and access_log = true (one access line per request, written
+           to a log file): the issue's "metrics and access logging on".
+
+  small: warm 4 KiB files x 200, N concurrent requests: requests per second, and the
+         daemon's CPU time per request (from /proc: robust to a busy machine);
+  big:   one warm 1 GiB file (the fake Hub's random source), one stream: MB/s, and the
+         daemon's CPU seconds per GiB.
+
+Target: on / off >= 0.97 for both; metrics / off tells the share of the metrics alone.
+On a busy shared machine the wall-clock rates and even CPU per request are noisy, so the
+in-process cost of the code each side adds per request is printed too (the least noisy
+figure). Files are addressed by commit sha, so warm requests never ask upstream. Daemon
+logs go to files (as under journald or a file handler), not to a pipe this process would
+have to drain.
+
+Usage: .venv/bin/python scripts/bench_observability.py [--files 200] [--requests 2000] [--concurrency 16]
+           [--rounds 10] [--big-mib 1024] [--big-rounds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.update(NO_PROXY="127.0.0.1")
+
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from scripts.bench_auth import fetch_all  # noqa: E402
+from scripts.bench_proxy import HubProcess, raw_get_mbps, wait_ingested  # noqa: E402
+from tests.daemon import MirrorDaemon  # noqa: E402
+
+SMALL, BIG = "bench/small", "bench/big"
+MiB = 1 << 20
+_PORT_LINE = re.compile(r"serving on http://127\.0\.0\.1:(\d+)")
+
+
+class LoggedDaemon(MirrorDaemon):
+    """A daemon whose log (stderr) goes to a file."""
+
+    def start(self, timeout: float = 60.0) -> "LoggedDaemon":
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MIRROR_", "HF_"))}
+        with open(self.log_path, "w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "mirror", "serve", "--config", str(self.config_path)],
+                                    stdout=subprocess.DEVNULL, stderr=log, env=env, text=True)
+        self.proc = proc
+        deadline = time.monotonic() + timeout
+        while not (m := _PORT_LINE.search(self.log_path.read_text())):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("mirror did not start:\n" + self.log_path.read_text()[-3000:])
+            time.sleep(0.05)
+        self.port = int(m.group(1))
+        return self
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of the process, in nanoseconds' precision (the scheduler's
+    own account, /proc/PID/task/TID/schedstat), not the 10 ms ticks of /proc/PID/stat."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that ended meanwhile
+    return total / 1e9
+
+
+def cli(m: MirrorDaemon, *argv: str) -> str:
+    return subprocess.run([sys.executable, "-m", "mirror", *argv, "--config", str(m.config_path)],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def scrape(m: MirrorDaemon, token: str) -> tuple[dict[tuple[str, tuple[tuple[str, str], ...]], float], float, int]:
+    """(samples, seconds, bytes) of one /metrics scrape."""
+    req = urllib.request.Request(m.url + "/metrics", headers={"Authorization": f"Bearer {token}"})
+    t = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=60) as r:
+        body = r.read()
+    took = time.perf_counter() - t
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(body.decode()) for s in fam.samples}
+    return samples, took, len(body)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--files", type=int, default=200)
+    ap.add_argument("--size", type=int, default=4096, help="bytes per small file")
+    ap.add_argument("--requests", type=int, default=2000, help="small-file requests per round")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--big-mib", type=int, default=1024)
+    ap.add_argument("--big-rounds", type=int, default=4)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-obs-", dir=os.environ.get("BENCH_DIR")))
+    hub = HubProcess()
+    daemons: list[LoggedDaemon] = []
+    try:
+        files = {f"f{i:04d}.json": {"random": args.size, "seed": i} for i in range(args.files)}
+        sha = str(hub.post("/_fake/commit", {"repo_id": SMALL, "files": files})["sha"])
+        big_sha = str(hub.post("/_fake/commit", {"repo_id": BIG, "files": {"big.bin": {"random": args.big_mib * MiB,
+                                                                                        "seed": 7}}})["sha"])
+        paths = [f"/{SMALL}/resolve/{sha}/{name}" for name in files]
+        big = f"/{BIG}/resolve/{big_sha}/big.bin"
+        off = LoggedDaemon(work / "off", hub.url, server={"access_log": False, "metrics": False})
+        met = LoggedDaemon(work / "metrics", hub.url, server={"access_log": False, "metrics": True})
+        on = LoggedDaemon(work / "on", hub.url, server={"access_log": True, "metrics": True})
+        tokens = {m: json.loads(cli(m, "token", "create", "--name", "prometheus", "--role", "auditor", "--json"))["token"]
+                  for m in (met, on)}
+        daemons += [off.start(), met.start(), on.start()]
+        sides = (("off", off), ("metrics", met), ("on", on))
+        for m in (off, met, on):  # warm: every file once, ingested
+            _rps, failed = asyncio.run(fetch_all(m.url, paths, None, len(paths), 4))
+            assert failed == 0, f"{failed} warm-up requests failed on {m.url}"
+            asyncio.run(raw_get_mbps(m.url + big))
+            wait_ingested(m, args.files + 1)
+        print(f"warm: {args.files} small files and {args.big_mib} MiB stored on every daemon", flush=True)
+        sent_on = len(paths) + 1
+        rps: dict[str, list[float]] = {name: [] for name, _m in sides}
+        cpu: dict[str, list[float]] = {name: [] for name, _m in sides}  # daemon CPU microseconds per request
+        mbps: dict[str, list[float]] = {name: [] for name, _m in sides}
+        cpu_gib: dict[str, list[float]] = {name: [] for name, _m in sides}
+        scrapes: list[tuple[float, int]] = []
+        before = len(hub.counters()["requests"])  # type: ignore[arg-type]
+        for i in range(args.rounds):
+            for name, m in sides[i % 3:] + sides[:i % 3]:  # each goes first, second and third in turn
+                c0 = cpu_seconds(m.proc.pid)  # type: ignore[union-attr]
+                r, failed = asyncio.run(fetch_all(m.url, paths, None, args.requests, args.concurrency))
+                cpu[name].append((cpu_seconds(m.proc.pid) - c0) / args.requests * 1e6)  # type: ignore[union-attr]
+                assert failed == 0, f"{failed} requests failed ({name})"
+                rps[name].append(r)
+                if m in tokens:
+                    _s, took, size = scrape(m, tokens[m])
+                    scrapes.append((took, size))
+                sent_on += args.requests if name == "on" else 0
+        for i in range(args.big_rounds):
+            for name, m in sides[i % 3:] + sides[:i % 3]:
+                c0 = cpu_seconds(m.proc.pid)  # type: ignore[union-attr]
+                mbps[name].append(asyncio.run(raw_get_mbps(m.url + big)))
+                cpu_gib[name].append((cpu_seconds(m.proc.pid) - c0) / (args.big_mib / 1024))  # type: ignore[union-attr]
+                sent_on += name == "on"
+        upstream = len(hub.counters()["requests"]) - before  # type: ignore[arg-type]
+        samples, took, size = scrape(on, tokens[on])
+        counted = sum(v for (n, lab), v in samples.items() if n == "mirror_http_requests_total" and ("group", "files") in lab)
+        store_bytes = samples.get(("mirror_file_sent_bytes_total", (("source", "store"),)), 0.0)
+        access_lines = sum(1 for line in on.log_path.read_text().splitlines() if "mirror.access" in line)
+        metrics_us, access_us = asyncio.run(edge_cost(work))
+    finally:
+        for d in daemons:
+            d.stop()
+        hub.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nbench_observability: {args.files} warm files of {args.size} B, {args.requests} requests x {args.rounds} "
+          f"rounds, {args.concurrency} concurrent; one {args.big_mib} MiB file x {args.big_rounds} rounds; "
+          f"{os.cpu_count()} cores, loopback (aiohttp client)\n")
+
+    def show(label: str, figures: dict[str, list[float]], unit: str, higher_is_better: bool = True) -> None:
+        for side in ("off", "metrics", "on"):
+            med = statistics.median(figures[side])
+            rounds = " / ".join(f"{x:.3g}" for x in figures[side])
+            print(f"{label + ' ' + side:<46} {med:>9.3g} {unit:<6} rounds {rounds}")
+        for side, target in (("metrics", ""), ("on", "   (target >= 0.97)")):
+            off_med, side_med = statistics.median(figures["off"]), statistics.median(figures[side])
+            ratio = side_med / off_med if higher_is_better else off_med / side_med
+            pairs = statistics.median((b / a if higher_is_better else a / b)
+                                      for a, b in zip(figures["off"], figures[side], strict=True))
+            print(f"{'  ratio ' + side + ' / off':<46} {ratio:>9.3f}        median of same-round pairs {pairs:.3f}{target}")
+
+    show("small files, req/s", rps, "req/s")
+    show("small files, daemon CPU us/request", cpu, "us", higher_is_better=False)
+    show(f"{args.big_mib} MiB warm GET, MB/s", mbps, "MB/s")
+    show(f"{args.big_mib} MiB warm GET, daemon CPU s/GiB", cpu_gib, "s", higher_is_better=False)
+    off_cpu = statistics.median(cpu["off"])
+    extra = metrics_us + access_us
+    print(f"{'in-process cost per request: metrics / access line':<46} {metrics_us:>9.1f} / {access_us:.1f} us = "
+          f"{extra / off_cpu:.1%} of a request's daemon CPU (off) -> capacity ratio {off_cpu / (off_cpu + extra):.3f}; "
+          f"metrics alone {off_cpu / (off_cpu + metrics_us):.3f}")
+    print(f"{'scrape of /metrics (after each round)':<46} {statistics.median(t for t, _ in scrapes) * 1000:>9.1f} ms"
+          f"         {statistics.median(s for _, s in scrapes) / 1024:.1f} KiB")
+    print(f"{'file requests counted / sent (on)':<46} {counted:>9.0f} / {sent_on}")
+    print(f"{'bytes counted from the store (on)':<46} {store_bytes / MiB:>9.1f} MiB")
+    print(f"{'access lines written (on)':<46} {access_lines:>9d}")
+    print(f"{'upstream requests during the rounds':<46} {upstream:>9d}        (warm: expect 0)")
+    return 0
+
+
+async def edge_cost(work: Path, n: int = 20000) -> tuple[float, float]:
+    """In-process microseconds per warm small-file request of (the metrics: request
+    observer, first-byte signal, file source counting, chunk read timing; the access
+    line, written to a file with the daemon's format), best of 3: the daemons' own code
+    around a handler and a source that do nothing, minus the same without it. No network
+    and no other load in the loop: the least noisy figure on a busy machine."""
+    import logging
+
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+    from aiohttp.web_urldispatcher import UrlMappingMatchInfo
+
+    from mirror.http.auth import ROUTE_ACTIONS
+    from mirror.http.metrics import METRICS, metrics_middleware, on_prepare
+    from mirror.http.middleware import ACCESS_LOG_ON, access_middleware
+    from mirror.obs.metrics import Metrics
+    from mirror.obs.wrappers import CountedSource, TimedChunks
+
+    app = web.Application()
+    metrics = Metrics()
+    app[METRICS] = metrics
+    app[ACCESS_LOG_ON] = True
+    resp = web.Response(body=b"x" * 4096)
+    piece = b"x" * 4096
+
+    async def handler(_request: web.Request) -> web.StreamResponse:
+        return resp
+
+    class Source:
+        kind = "store"
+
+        async def iter(self, start: int, end: int):  # type: ignore[no-untyped-def]
+            yield piece
+
+    class Store:
+        verify_reads = True
+
+        def read(self, cid: str, expected_len: int | None = None) -> bytes:
+            return piece
+
+    route = app.router.add_get("/{ns}/{name}/resolve/{rev}/{path:.+}", handler)
+    req = make_mocked_request("GET", "/bench/small/resolve/0123456789abcdef/f0001.json", app=app)
+    match = UrlMappingMatchInfo({"ns": "bench", "name": "small", "rev": "0123456789abcdef", "path": "f0001.json"}, route)
+    match.add_app(app)
+    req._match_info = match  # what the router sets: a real route, as in the daemon
+    app[ROUTE_ACTIONS] = {handler: ("files.read", False)}
+    chunks = TimedChunks(Store(), metrics)  # type: ignore[arg-type]
+    store = Store()
+
+    async def bare() -> None:
+        await handler(req)
+        async for _p in Source().iter(0, 1):
+            pass
+        store.read("c")
+
+    async def observed() -> None:
+        await metrics_middleware(req, handler)
+        await on_prepare(req, resp)
+        metrics.file_requests.add(("store",))
+        pieces = CountedSource(Source(), metrics.file_bytes).iter(0, 1)  # type: ignore[arg-type]
+        async for _p in pieces:
+            pass
+        await pieces.aclose()  # type: ignore[attr-defined]
+        chunks.read("c")
+
+    async def logged() -> None:
+        await access_middleware(req, handler)
+
+    async def plain() -> None:
+        await handler(req)
+
+    log = logging.getLogger("mirror.access")
+    handler_ = logging.FileHandler(work / "edge-access.log")
+    handler_.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler_)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        best: dict[str, float] = {}
+        for _ in range(3):
+            for name, fn in (("bare", bare), ("observed", observed), ("plain", plain), ("logged", logged)):
+                t = time.perf_counter()
+                for _ in range(n):
+                    await fn()
+                best[name] = min(best.get(name, float("inf")), (time.perf_counter() - t) / n * 1e6)
+    finally:
+        log.removeHandler(handler_)
+        handler_.close()
+    return best["observed"] - best["bare"], best["logged"] - best["plain"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
