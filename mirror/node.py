@@ -42,9 +42,7 @@ chunk is never referenced before it is published, so dropping it is always safe)
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +66,7 @@ from mirror.channels.table import AliasTable
 from mirror.channels.webhook import Webhook
 from mirror.channels.metrics import VersionMetrics
 from mirror.clock import Clock, SystemClock
-from mirror.config import Config, ConfigError, parse_duration, parse_size
+from mirror.config import Config, parse_duration, parse_size
 from mirror.errors import StorageError
 from mirror.flock import FileLock
 from mirror.ingest import Ingestor
@@ -100,6 +98,7 @@ from mirror.resolve.passthrough import Passthrough
 from mirror.resolve.upstream_origin import UpstreamOrigin
 from mirror.scan.quarantine import Quarantine
 from mirror.scheduler import Scheduler
+from mirror.secretfile import read_secret_file, tune_malloc
 from mirror.store.chunkstore import ChunkStore
 from mirror.store.fsio import remove_dead_temps
 from mirror.store.layout import Layout, open_layout
@@ -265,7 +264,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     """Build a node on `config.store.data_dir`. `online` opens the upstream session
     (the daemon, `pull`, `sync`); offline commands never talk to the Hub. `observe`
     builds its metrics and the wrappers that feed them (the daemon's /metrics)."""
-    _tune_malloc()
+    tune_malloc()
     clock = clock or SystemClock()
     # Secrets and settings that can refuse the start are read before anything is opened
     # (a catalog connection or a worker pool left open would keep the process alive).
@@ -383,39 +382,3 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
             raise
         node.online = True
     return node
-
-
-def read_secret_file(path: str, key: str, *, what: str = "one Hub token", min_len: int = 1) -> str | None:
-    """A secret kept in a file (the upstream service token, the webhook's HMAC key):
-    refused when group- or world-readable, like the node key (threat-model A4)."""
-    if not path:
-        return None
-    try:
-        st = os.stat(path)
-        if st.st_mode & 0o077:
-            raise ConfigError(f"{path} ({key}) is readable by others (mode {st.st_mode & 0o777:o}); run chmod 600")
-        text = Path(path).read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"{path} ({key}): {exc.strerror}") from None
-    if len(text) < min_len or not text.isascii() or not text.isprintable() or " " in text:
-        raise ConfigError(f"{path} ({key}) must hold {what}")
-    return text
-
-
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-
-
-def _tune_malloc() -> None:
-    """Keep chunk-sized buffers (up to 4 MiB, one or more per chunk read or written) on
-    the heap. glibc serves large blocks with a fresh mmap each (and gives trimmed heap
-    tops back to the kernel), so every 1-4 MiB buffer is page-faulted and zeroed again:
-    measured here, decoding a 1 MiB bf16 chunk ran at 560 MB/s with glibc's defaults,
-    390 MB/s with the threshold fixed at 1 MiB (chunks average 1 MiB, so most still got
-    an mmap), and 930 MB/s with these settings (design.md §11)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # the largest value glibc accepts on 64-bit
-        libc.mallopt(_M_TRIM_THRESHOLD, 128 << 20)
-    except (OSError, AttributeError):
-        pass
