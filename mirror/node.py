@@ -10,6 +10,7 @@ the upstream session, flushes and closes the catalog, and stops the worker pools
 The wiring, in dependency order (arrows: "is given to"):
 
     layout -> LocalBackend, PackStore -> ChunkStore -> Ingestor, ChunkReader
+      ([store] backend = "s3": S3Client -> S3Backend, LocalBackend -> CachedBackend -> ChunkStore)
     Catalog (repos, content, meta, api, lifecycle, pins) -> everything that keeps facts
     HubClient -> Access -> Metadata -> Files;  HubClient -> UpstreamOrigin
     catalog.scans, ChunkStore, AuditLog -> Quarantine -> Files (scans before first serve)
@@ -94,6 +95,11 @@ from mirror.resolve.passthrough import Passthrough
 from mirror.resolve.upstream_origin import UpstreamOrigin
 from mirror.scan.quarantine import Quarantine
 from mirror.scheduler import Scheduler
+from mirror.s3.client import S3Client
+from mirror.s3.credentials import Credentials, load_credentials
+from mirror.s3.url import S3Url
+from mirror.store.backend import ChunkBackend
+from mirror.store.cached import CachedBackend
 from mirror.store.chunkstore import ChunkStore
 from mirror.store.fsio import remove_dead_temps
 from mirror.store.layout import Layout, open_layout
@@ -101,6 +107,7 @@ from mirror.store.leases import LeaseTable
 from mirror.store.localfs import LocalBackend
 from mirror.store.packs import PackStore
 from mirror.store.reader import ChunkReader
+from mirror.store.s3backend import S3Backend
 from mirror.store.space import SpaceGuard
 from mirror.sync.run import Syncer
 from mirror.ui.dashboard import Dashboard
@@ -261,6 +268,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     service_token = read_secret_file(config.upstream.service_token_file, "upstream.service_token_file")
     webhook_secret = read_secret_file(config.channels.webhook_secret_file, "channels.webhook_secret_file",
                                       what="one HMAC key of at least 16 characters", min_len=16)
+    s3_credentials = load_credentials(config.s3.credentials_file)
     layout = open_layout(config.store.data_dir)
     if recover_temps:
         n = remove_dead_temps(layout.tmp)
@@ -268,7 +276,8 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
             log.info("recovery: removed %d temp files of interrupted writes", n)
     policy = Policy.from_config(config.lifecycle)
     packs = PackStore(Path(config.lifecycle.archive_dir) if config.lifecycle.archive_dir else layout.archive)
-    store = ChunkStore(LocalBackend(layout), layout.tmp, layout.quarantine, archive=packs, compress=config.store.compression)
+    store = ChunkStore(chunk_backend(config, layout, s3_credentials), layout.tmp, layout.quarantine, archive=packs,
+                       compress=config.store.compression)
     catalog = await Catalog.open(layout.catalog_db, clock)
     try:
         key = NodeKey.load_or_create(layout.keys)
@@ -368,6 +377,16 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
             raise
         node.online = True
     return node
+
+
+def chunk_backend(config: Config, layout: Layout, credentials: Credentials | None) -> ChunkBackend:
+    """`[store] backend`: chunk files under the data dir, or a bucket (the durable store)
+    behind a read-through cache of at most `[store] cache_size` bytes in the data dir."""
+    local = LocalBackend(layout)
+    if config.store.backend != "s3":
+        return local
+    client = S3Client(S3Url.parse(config.store.url, "store.url"), config.s3, credentials=credentials)
+    return CachedBackend(S3Backend(client), local, parse_size(config.store.cache_size))
 
 
 def read_secret_file(path: str, key: str, *, what: str = "one Hub token", min_len: int = 1) -> str | None:
