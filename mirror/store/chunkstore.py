@@ -1,9 +1,12 @@
 """The chunk store: immutable frames named by blake3 of their raw bytes.
 
 Layers: `ChunkStore` (ids, codec, verification, staging for ingest, archive fallback)
-sits on a `ChunkBackend` (store/backend.py: where frames live; today `LocalBackend`,
-store/localfs.py) and beside an `ArchiveTier` (store/packs.py). Nothing outside store/
-touches chunk files.
+sits on a `ChunkBackend` (store/backend.py: where frames live; `LocalBackend`,
+store/localfs.py, or a bucket behind a local cache, store/cached.py) and beside an
+`ArchiveTier` (store/packs.py). Nothing outside store/ touches chunk files. A backend
+that is not local files is read with one `get` per chunk (no stat first), written with
+its puts side by side in the publish pool, and, when it caches (`CachingBackend`), a
+quarantine keeps the durable copy when only the local one was damaged.
 
 Contract:
 - `put_raw(raw)` computes the id, encodes, and stores the frame atomically and durably;
