@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import ClientSession, ClientTimeout, web
 
+from mirror.config import S3Config
 from mirror.s3.client import S3Client
 from mirror.s3.credentials import Credentials
-from mirror.config import S3Config
 from mirror.s3.url import S3Url
 
 if TYPE_CHECKING:
@@ -56,12 +56,11 @@ class MotoS3:
     _lock = threading.Lock()
     _names = itertools.count()
 
-    def __init__(self, log: Path | None = None) -> None:
+    def __init__(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        out = open(log, "ab") if log else subprocess.DEVNULL
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=out, stderr=subprocess.STDOUT)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:
             try:

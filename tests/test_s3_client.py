@@ -19,7 +19,14 @@ from mirror.s3.client import S3Client
 from mirror.s3.credentials import Credentials, load_credentials
 from mirror.s3.layout import BUCKET_FORMAT, ensure_format
 from mirror.s3.url import S3Url, endpoint_for
-from tests.s3env import ACCESS_KEY, CREDENTIALS, SECRET_KEY, FaultProxy, MotoS3, free_port
+from tests.s3env import (
+    ACCESS_KEY,
+    CREDENTIALS,
+    SECRET_KEY,
+    FaultProxy,
+    MotoS3,
+    free_port,
+)
 
 MiB = 1 << 20
 
@@ -92,8 +99,8 @@ def test_credentials_file(tmp_path: Path) -> None:
     f.write_text(f"[ci]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\naws_session_token = tok123\n")
     assert load_credentials(str(f)) == Credentials(ACCESS_KEY, SECRET_KEY, "tok123")
     for text in (f"[default]\naws_access_key_id = {ACCESS_KEY}\n", f"aws_secret_access_key = {SECRET_KEY}\n",
-                 f"[a]\naws_secret_access_key = {SECRET_KEY}\n[b]\nx = 1\n", f"[default]\naws_access_key_id = a b\n"
-                 f"aws_secret_access_key = {SECRET_KEY}\n"):
+                 f"[a]\naws_secret_access_key = {SECRET_KEY}\n[b]\nx = 1\n",
+                 (f"[default]\naws_access_key_id = a b\naws_secret_access_key = {SECRET_KEY}\n")):
         f.write_text(text)
         with pytest.raises(ConfigError, match="credentials_file") as err:
             load_credentials(str(f))

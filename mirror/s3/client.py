@@ -21,11 +21,13 @@ Retries and their bounds: obstore's retry layer (Rust `object_store`) retries 5x
 exponential backoff and full jitter: first wait up to BACKOFF_FIRST, doubling, each at
 most BACKOFF_MAX; at most `[s3] retries` retries; no retry starts later than
 RETRY_WINDOW after the first attempt; every attempt is cut at `[s3] timeout` (connect
-within min(5 s, timeout)). obstore does not retry a PUT that timed out (it may have
-landed); `put` does, in its own loop with the same backoff and bounds. So one call gives up after at most retries + 1 attempts and
-about RETRY_WINDOW + timeout seconds. After a call failed that way, the client answers
-at once with the same error for COOLDOWN seconds (a down bucket costs one timeout per
-COOLDOWN, not one per chunk asked).
+within min(5 s, timeout)). obstore does not retry a single PUT that timed out (it may
+have landed); `put` does, in its own loop with the same backoff and bounds (safe: a
+create-only PUT that had landed then finds its own object). Multipart parts are retried
+like reads; an upload that fails anyway is aborted and raised (the caller uploads again).
+So one call gives up after at most retries + 1 attempts and about RETRY_WINDOW + timeout
+seconds. After a call failed that way, the client answers at once with the same error
+for COOLDOWN seconds (a down bucket costs one timeout per COOLDOWN, not one per chunk).
 
 Errors, all MirrorError: a failed read (get, head, list) raises BucketUnavailable (an
 UpstreamUnavailable: callers may use another origin); a failed write (put, upload,
@@ -51,9 +53,9 @@ import obstore
 from obstore.exceptions import AlreadyExistsError, PreconditionError
 from obstore.store import S3Store
 
+from mirror.config import S3Config
 from mirror.errors import BucketUnavailable, MirrorError, StorageError
 from mirror.s3.credentials import Credentials
-from mirror.config import S3Config
 from mirror.s3.url import S3Url, endpoint_for
 
 log = logging.getLogger("mirror.s3")
@@ -142,9 +144,7 @@ class S3Client:
                     # A concurrent conditional write of the same key (AWS answers 409):
                     # the other writer's object, once there, is the answer.
                     return self._settle_conflict(key, exc)
-                # obstore retries a PUT's 5xx and lost connections itself, not its
-                # timeouts (the PUT may have landed): retrying is safe here, since a
-                # create-only PUT that had landed then finds its own object.
+                # obstore retried 5xx and lost connections; a timeout is retried here.
                 timed_out = self._reason(exc).startswith("timed out")
                 if (not timed_out or attempt == self.settings.retries
                         or time.monotonic() - started > RETRY_WINDOW):
@@ -194,7 +194,7 @@ class S3Client:
         self._not_down("get", key, BucketUnavailable)
         rng: object = {"offset": offset} if length is None else (offset, offset + length)
         try:
-            result = obstore.get(self.store, key, options={"range": rng})  # type: ignore[typeddict-item]
+            result = obstore.get(self.store, key, options={"range": rng})  # type: ignore[arg-type]
             data = bytes(result.bytes())
             size = int(result.meta["size"])
         except FileNotFoundError:
