@@ -91,6 +91,36 @@ class StoreConfig:
     # Free space kept on the data volume: a fill starts only when the file fits (spool
     # and chunks) above it; below it, misses stream from upstream uncached.
     min_free: str = "1G"
+    # Where chunks live: "local" (files under data_dir) or "s3" (the bucket at `url` is
+    # the durable store; data_dir keeps the catalog, the keys and a read-through cache
+    # of at most `cache_size` bytes of chunks). Connection settings: [s3].
+    backend: str = "local"
+    url: str = ""
+    cache_size: str = "20G"
+
+
+@dataclass(frozen=True, slots=True)
+class S3Config:
+    """How to reach object storage, shared by every s3:// URL ([store] url, [archive] url)."""
+
+    # A custom endpoint (MinIO, Ceph RGW, R2): "https://minio.example:9000"; "" = AWS.
+    endpoint: str = ""
+    # "" = AWS_REGION / AWS_DEFAULT_REGION from the environment, else us-east-1.
+    region: str = ""
+    # "path" (https://host/bucket/key) or "virtual" (https://bucket.host/key).
+    addressing: str = "path"
+    # The AWS credentials format, mode 0600; "" = the environment or the instance profile.
+    credentials_file: str = ""
+    # Seconds per request attempt, and retries of a failed attempt (bounded; s3/client.py).
+    timeout: float = 30.0
+    retries: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveConfig:
+    # "s3://bucket/prefix": the lifecycle's archive packs go to object storage ("" = the
+    # local archive directory, [lifecycle] archive_dir).
+    url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +299,8 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     channels: ChannelsConfig = field(default_factory=ChannelsConfig)
+    s3: S3Config = field(default_factory=S3Config)
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     source: str = "<defaults>"
 
     @property
@@ -287,6 +319,8 @@ _TABLES: dict[str, type] = {
     "auth": AuthConfig,
     "policy": PolicyConfig,
     "channels": ChannelsConfig,
+    "s3": S3Config,
+    "archive": ArchiveConfig,
 }
 
 
@@ -448,10 +482,17 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"{src}: key 'cache.ref_ttl' must be >= 0")
     if cfg.store.workers < 1:
         raise ConfigError(f"{src}: key 'store.workers' must be >= 1")
+    for key in ("min_free", "cache_size"):
+        try:
+            parse_size(getattr(cfg.store, key))
+        except ConfigError as exc:
+            raise ConfigError(f"{src}: key 'store.{key}': {exc.message}") from None
+    from mirror.s3.url import check_config  # [store] backend/url, [archive] url, [s3]
+
     try:
-        parse_size(cfg.store.min_free)
+        check_config(cfg)
     except ConfigError as exc:
-        raise ConfigError(f"{src}: key 'store.min_free': {exc.message}") from None
+        raise ConfigError(f"{src}: {exc.message}") from None
     for i, repo in enumerate(cfg.sync.repos):
         if repo.repo_type not in ("model", "dataset", "space"):
             raise ConfigError(f"{src}: key 'sync.repos[{i}].repo_type' must be model, dataset or space")
@@ -517,3 +558,4 @@ def _validate(cfg: Config) -> None:
                        ("server", "max_cold_fetches")):
         if getattr(getattr(cfg, table), key) < 0:
             raise ConfigError(f"{src}: key '{table}.{key}' must be >= 0")
+

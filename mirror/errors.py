@@ -151,6 +151,12 @@ class UpstreamCannotConnect(UpstreamUnavailable):
     status = 502
 
 
+class BucketUnavailable(UpstreamUnavailable):
+    """The object store (an S3 bucket) could not be read: unreachable, timing out, or
+    answering errors after the bounded retries of mirror/s3/client.py. A read that gets
+    this may go to another origin; a write to the bucket raises StorageError instead."""
+
+
 class RedirectRefused(UpstreamCannotConnect):
     """Upstream redirected to a target the mirror's redirect policy refuses to connect
     to (threat-model T12). Retrying gets the same redirect."""

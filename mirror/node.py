@@ -10,6 +10,7 @@ the upstream session, flushes and closes the catalog, and stops the worker pools
 The wiring, in dependency order (arrows: "is given to"):
 
     layout -> LocalBackend, PackStore -> ChunkStore -> Ingestor, ChunkReader
+      ([store] backend = "s3": S3Client -> S3Backend, LocalBackend -> CachedBackend -> ChunkStore)
     Catalog (repos, content, meta, api, lifecycle, pins) -> everything that keeps facts
     HubClient -> Access -> Metadata -> Files;  HubClient -> UpstreamOrigin
     catalog.scans, ChunkStore, AuditLog -> Quarantine -> Files (scans before first serve)
@@ -99,11 +100,12 @@ from mirror.resolve.upstream_origin import UpstreamOrigin
 from mirror.scan.quarantine import Quarantine
 from mirror.scheduler import Scheduler
 from mirror.secretfile import read_secret_file, tune_malloc
+from mirror.s3.credentials import load_credentials
 from mirror.store.chunkstore import ChunkStore
 from mirror.store.fsio import remove_dead_temps
 from mirror.store.layout import Layout, open_layout
+from mirror.store.select import chunk_backend
 from mirror.store.leases import LeaseTable
-from mirror.store.localfs import LocalBackend
 from mirror.store.packs import PackStore
 from mirror.store.reader import ChunkReader
 from mirror.store.space import SpaceGuard
@@ -271,6 +273,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     service_token = read_secret_file(config.upstream.service_token_file, "upstream.service_token_file")
     webhook_secret = read_secret_file(config.channels.webhook_secret_file, "channels.webhook_secret_file",
                                       what="one HMAC key of at least 16 characters", min_len=16)
+    s3_credentials = load_credentials(config.s3.credentials_file)
     layout = open_layout(config.store.data_dir)
     if recover_temps:
         n = remove_dead_temps(layout.tmp)
@@ -278,7 +281,8 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
             log.info("recovery: removed %d temp files of interrupted writes", n)
     policy = Policy.from_config(config.lifecycle)
     packs = PackStore(Path(config.lifecycle.archive_dir) if config.lifecycle.archive_dir else layout.archive)
-    store = ChunkStore(LocalBackend(layout), layout.tmp, layout.quarantine, archive=packs, compress=config.store.compression)
+    store = ChunkStore(chunk_backend(config, layout, s3_credentials), layout.tmp, layout.quarantine, archive=packs,
+                       compress=config.store.compression)
     catalog = await Catalog.open(layout.catalog_db, clock)
     try:
         key = NodeKey.load_or_create(layout.keys)

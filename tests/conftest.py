@@ -28,6 +28,7 @@ from mirror.node import Node, open_node
 
 if TYPE_CHECKING:
     from tests.fakehub import FakeHub
+    from tests.s3env import MotoS3
 
 MiB = 1 << 20
 
@@ -137,6 +138,34 @@ async def services(config: Config) -> AsyncIterator[Node]:
         yield svc
     finally:
         await svc.close()
+
+
+# --- object storage ----------------------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """tests/test_backend_conformance.py runs against every factory in its `BACKENDS`; the
+    object-storage backends (which need the S3 server of tests/s3env.py) join it here, so
+    that file runs unchanged against them. Its `backend` fixture took its params from
+    `BACKENDS` at import; they are widened before pytest parametrizes the fixture."""
+    module = metafunc.module
+    if module is None or not module.__name__.endswith("test_backend_conformance") or "backend" not in metafunc.fixturenames:
+        return
+    from tests.s3env import S3_BACKENDS
+
+    module.BACKENDS.update(S3_BACKENDS)
+    for fixturedef in metafunc._arg2fixturedefs.get("backend", ()):
+        if fixturedef.params is not None:
+            fixturedef.params = tuple(sorted(module.BACKENDS))  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> "MotoS3":
+    """moto's S3 server (a subprocess on 127.0.0.1), shared by the session."""
+    from tests.s3env import MotoS3
+
+    return MotoS3.shared()
 
 
 # --- the fake Hub, for end-to-end tests ------------------------------------------------------

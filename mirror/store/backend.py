@@ -11,7 +11,8 @@ become object names; threat-model I1).
 
 Optional capabilities a backend may add, found by `isinstance` on the protocols below:
 `FileBackend` (the chunk is a local file: rename-publish of a staged temp, batched
-directory fsyncs, `sendfile`, the volume's free space).
+directory fsyncs, `sendfile`, the volume's free space); `CachingBackend` (a durable
+store behind local copies, store/cached.py: a local copy can be dropped alone).
 """
 
 from __future__ import annotations
@@ -76,3 +77,11 @@ class FileBackend(Protocol):
 
     def capacity(self) -> tuple[int, int]:
         """(total, free) bytes of the volume holding the chunks."""
+
+
+@runtime_checkable
+class CachingBackend(Protocol):
+    """A backend that keeps local copies of chunks whose durable copy lives elsewhere."""
+
+    def drop_cached(self, cid: str) -> bool:
+        """Remove the local copy only (the durable one stays); True if there was one."""

@@ -1,9 +1,12 @@
 """The chunk store: immutable frames named by blake3 of their raw bytes.
 
 Layers: `ChunkStore` (ids, codec, verification, staging for ingest, archive fallback)
-sits on a `ChunkBackend` (store/backend.py: where frames live; today `LocalBackend`,
-store/localfs.py) and beside an `ArchiveTier` (store/packs.py). Nothing outside store/
-touches chunk files.
+sits on a `ChunkBackend` (store/backend.py: where frames live; `LocalBackend`,
+store/localfs.py, or a bucket behind a local cache, store/cached.py) and beside an
+`ArchiveTier` (store/packs.py). Nothing outside store/ touches chunk files. A backend
+that is not local files is read with one `get` per chunk (no stat first), written with
+its puts side by side in the publish pool, and, when it caches (`CachingBackend`), a
+quarantine keeps the durable copy when only the local one was damaged.
 
 Contract:
 - `put_raw(raw)` computes the id, encodes, and stores the frame atomically and durably;
@@ -33,7 +36,7 @@ import blake3
 from mirror import crashpoints
 from mirror.errors import ChunkMissing, CorruptChunk, IntegrityError
 from mirror.store.codec import HEADER_SIZE, MAX_CHUNK, RAW, Buffer, Codec, FrameError, peek_header
-from mirror.store.backend import ChunkBackend, FileBackend
+from mirror.store.backend import CachingBackend, ChunkBackend, FileBackend
 from mirror.store.fsio import DurableFS
 from mirror.store.layout import is_chunk_id
 
@@ -102,6 +105,7 @@ class ChunkStore:
         self.fs = fs or DurableFS()
         self.verify_reads = verify_reads
         self._files = backend if isinstance(backend, FileBackend) else None
+        self._cache = backend if isinstance(backend, CachingBackend) else None
         self._local = threading.local()
 
     def _codec(self) -> Codec:
@@ -167,8 +171,13 @@ class ChunkStore:
         when it was staged has gone since."""
         out: list[PutResult] = []
         fresh: list[str] = []
-        for st in staged:
-            if st.tmp is not None and self._publish_one(st):
+        if self._files is None and pool is not None and len(staged) > 1:
+            # Each put is a network round trip (object storage): run them side by side.
+            stored = list(pool.map(lambda st: st.tmp is not None and self._publish_one(st), staged))
+        else:
+            stored = [st.tmp is not None and self._publish_one(st) for st in staged]
+        for st, new in zip(staged, stored):
+            if new:
                 fresh.append(st.chunk_id)
                 out.append(PutResult(st.chunk_id, st.raw_len, st.stored_len, st.codec, True))
                 continue
@@ -216,7 +225,19 @@ class ChunkStore:
 
     def read_frame(self, cid: str) -> bytes:
         """The stored frame of a chunk. A frame larger than any frame can be (a planted or
-        damaged file) is refused before it is read into memory."""
+        damaged file) is refused before it is read into memory. A backend that is not
+        local files is asked once (one GET of at most MAX_FRAME + 1 bytes, no stat first)."""
+        if self._files is None:
+            try:
+                frame = self.backend.get(cid, 0, MAX_FRAME + 1)
+            except ChunkMissing:
+                frame = self.archive.read_frame(cid) if self.archive is not None else None
+                if frame is None:
+                    raise
+                return frame
+            if len(frame) > MAX_FRAME:
+                raise CorruptChunk(cid, f"chunk object of more than {MAX_FRAME} bytes exceeds the largest frame")
+            return frame
         st = self.backend.stat(cid)
         if st is None:
             frame = self.archive.read_frame(cid) if self.archive is not None else None
@@ -342,6 +363,15 @@ class ChunkStore:
         tmp = self.quarantine_dir / f".{cid}.{uuid.uuid4().hex[:8]}"
         tmp.write_bytes(frame)
         os.replace(tmp, dest)
+        if self._cache is not None and self._cache.drop_cached(cid):
+            # The frame read was a local copy: if the durable one differs, only the copy
+            # was damaged (a local disk's fault), and the durable one stays readable.
+            try:
+                durable = self.backend.get(cid)
+            except ChunkMissing:
+                return True
+            if durable != frame:
+                return True
         return self.backend.delete(cid)
 
     def quarantine_if_bad(self, cid: str) -> bool:

@@ -1,0 +1,66 @@
+"""The names of the objects in a bucket: the one place that names them. Format 1.
+
+Under the URL's prefix (`s3://bucket/<prefix>/`, mirror/s3/url.py):
+
+    FORMAT                   "model-mirror bucket 1\\n": written once (create-only) by the
+                             first node that uses the bucket; a node refuses a bucket
+                             whose format is newer than its own
+    chunks/<ab>/<id>         one chunk frame (16-byte header + payload, store/codec.py),
+                             <id> = 64 hex chars of blake3(raw bytes), <ab> = id[0:2].
+                             Written create-only (If-None-Match: *), so however many nodes
+                             share the bucket a chunk is stored once and never replaced;
+                             removed only by a collector (later: the cross-node GC protocol)
+
+Names are built only from validated hex ids (threat-model I1); a key any other way is
+refused. Names a later format adds (archive packs, manifests, GC references and lease)
+go here, with the version raised when an existing name or format changes.
+
+Upgrade rule: BUCKET_FORMAT rises when a name or an object format above changes. Readers
+of format N read every format <= N; a node finding a newer FORMAT refuses to write (and
+says to upgrade).
+"""
+
+from __future__ import annotations
+
+import re
+
+from mirror.errors import ConfigError
+from mirror.s3.client import S3Client
+from mirror.store.layout import is_chunk_id
+
+BUCKET_FORMAT = 1
+FORMAT_KEY = "FORMAT"
+CHUNKS = "chunks"
+
+_MARKER = re.compile(rb"model-mirror bucket (\d+)\n?")
+
+
+def chunk_key(cid: str) -> str:
+    if not is_chunk_id(cid):
+        raise ValueError(f"not a chunk id: {cid[:80]!r}")
+    return f"{CHUNKS}/{cid[0:2]}/{cid}"
+
+
+def chunk_id_of_key(key: str) -> str | None:
+    """The chunk id a key names, or None when it is not a chunk's key."""
+    parts = key.split("/")
+    if len(parts) == 3 and parts[0] == CHUNKS and is_chunk_id(parts[2]) and parts[1] == parts[2][0:2]:
+        return parts[2]
+    return None
+
+
+def ensure_format(client: S3Client) -> int:
+    """Write the FORMAT marker if the bucket (under its prefix) has none, and return the
+    bucket's format. Raises ConfigError when it is newer than this build's or is not a
+    marker of ours (the URL points at something this build must not write to), and the
+    client's BucketUnavailable / StorageError when the bucket cannot be reached."""
+    client.put(FORMAT_KEY, f"model-mirror bucket {BUCKET_FORMAT}\n".encode(), create=True)
+    got = client.get(FORMAT_KEY, 0, 64)
+    m = _MARKER.fullmatch(got.data) if got is not None else None
+    if m is None:
+        raise ConfigError(f"{client.url}/{FORMAT_KEY} is not a model-mirror bucket marker")
+    version = int(m.group(1))
+    if version > BUCKET_FORMAT:
+        raise ConfigError(f"{client.url}: bucket format {version} is newer than this build's ({BUCKET_FORMAT}); "
+                           f"upgrade model-mirror")
+    return version

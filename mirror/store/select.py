@@ -1,0 +1,27 @@
+"""Which chunk backend a config asks for (`[store] backend`): chunk files under the data
+dir, or a bucket (the durable store) behind a bounded read-through cache of chunk files.
+Called once, by the composition root (node.py)."""
+
+from __future__ import annotations
+
+from mirror.config import Config
+from mirror.s3.client import S3Client
+from mirror.s3.credentials import Credentials
+from mirror.s3.url import S3Url
+from mirror.store.backend import ChunkBackend
+from mirror.store.cached import CachedBackend
+from mirror.store.layout import Layout
+from mirror.store.localfs import LocalBackend
+from mirror.store.s3backend import S3Backend
+from mirror.units import parse_size
+
+
+def chunk_backend(config: Config, layout: Layout, credentials: Credentials | None) -> ChunkBackend:
+    """`[store] backend`: chunk files under the data dir, or a bucket (the durable store)
+    behind a read-through cache of at most `[store] cache_size` bytes in the data dir."""
+    local = LocalBackend(layout)
+    if config.store.backend != "s3":
+        return local
+    client = S3Client(S3Url.parse(config.store.url, "store.url"), config.s3, credentials=credentials)
+    return CachedBackend(S3Backend(client), local, parse_size(config.store.cache_size))
+
