@@ -24,7 +24,6 @@ Invariants, once `install()` ran in the daemon:
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import re
 import threading
 import time
@@ -176,30 +175,3 @@ def install(root: logging.Logger | None = None) -> None:
     server = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, ServerLogFilter) for f in server.filters):
         server.addFilter(ServerLogFilter())
-
-
-class _Enqueue(logging.handlers.QueueHandler):
-    """Hands the record over as it is: rendering, escaping and writing happen in the
-    listener's thread (QueueHandler.prepare would format it here, on the event loop)."""
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
-
-
-def offload(root: logging.Logger | None = None) -> logging.handlers.QueueListener:
-    """Move the root logger's handlers behind a queue, so the daemon's event loop only
-    builds a record and enqueues it (about 8 us) while a listener thread escapes,
-    formats and writes it (about 20-40 us per line to a pipe, measured here). Records
-    keep their order; `stop()` (registered at exit) writes what is still queued. The
-    filters stay on the handlers, so every line is still made safe (EscapingFilter)."""
-    import atexit
-    import queue
-
-    root = root or logging.getLogger()
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False  # record fields nobody prints
-    pending: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = logging.handlers.QueueListener(pending, *root.handlers, respect_handler_level=True)
-    root.handlers = [_Enqueue(pending)]
-    listener.start()
-    atexit.register(listener.stop)
-    return listener

@@ -44,6 +44,5 @@ async def run(args: argparse.Namespace) -> int:
         logging.getLogger("mirror").info("%s", data_dir_notice(args, cfg))
     else:
         print(f"mirror: {data_dir_notice(args, cfg)}", file=sys.stderr)
-    logsafe.offload()  # the event loop never waits on a log write
     await serve(cfg)
     return 0
