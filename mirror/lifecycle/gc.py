@@ -11,6 +11,10 @@ brackets), a second run finishing what the first began:
   5. packs: drop empty ones and orphans the catalog never recorded; repack those whose
      live share fell below REPACK_BELOW (new pack verified and recorded before the old
      one is deleted)                                              [gc.repacked]
+With a shared store (`[store] backend = "s3"`: ChunkStore.shared) steps 3 and 4 concern
+this node's local copies and catalog rows only: a chunk object in the bucket may be
+another node's, and is deleted only by the cross-node protocol (mirror/s3/gc.py), which
+this collector runs after its own steps when the store is shared.
 A chunk's age is its row's `created_at` on the injected clock, or its file's mtime when
 it has no row yet (an ingest in flight). See lifecycle/__init__.py for the lease rules.
 """
@@ -119,7 +123,7 @@ class Collector:
         held = leases.held() if leases is not None else frozenset()
         rows = await lc.chunk_rows()
         archived = await lc.archived()
-        hot_ids = await loop.run_in_executor(None, lambda: list(self.store.iter_ids()))
+        hot_ids = await loop.run_in_executor(None, lambda: list(self.store.iter_local_ids()))
         wall = time.time()
 
         def young(cid: str) -> bool:
@@ -150,7 +154,7 @@ class Collector:
             keep = leases.is_held if leases is not None else None
             for i in range(0, len(dead_files), _SWEEP_BATCH):
                 part = dead_files[i:i + _SWEEP_BATCH]
-                delete = functools.partial(self.store.delete_many, part, keep=keep, crashpoint="gc.file_deleted")
+                delete = functools.partial(self.store.drop_local_many, part, keep=keep, crashpoint="gc.file_deleted")
                 rep.chunk_files_deleted += await loop.run_in_executor(None, delete)
                 if progress is not None:
                     progress(i + len(part), len(dead_files))
