@@ -5,7 +5,8 @@ FakeClock): GC by one node never removes what the other references, including a 
 written during the collection and an old unreferenced chunk another node starts to rely
 on during it, while an unreferenced one goes; a held lease stops a second collector and
 a stale one is taken over; an interrupted collection leaves every referenced chunk
-readable and a later one finishes. With two daemons (two starts): B fills a file A stored
+readable and a later one finishes; `mirror gc --forget-node` removes a gone node's
+reference sets. With two daemons (two starts): B fills a file A stored
 from the bucket with 0 upstream bytes; a manifest in the bucket signed by an untrusted
 key is refused and B goes upstream; no credential in any log."""
 
@@ -33,9 +34,12 @@ from mirror.s3.client import S3Client
 from mirror.s3.gc import LEASE_TTL, SKEW, BucketCollector
 from mirror.s3.layout import chunk_key, manifest_key
 from mirror.s3.manifests import BucketManifests
+from mirror.s3.refs import RefSet
+from mirror.s3.refs import encode as encode_refs
 from mirror.store.chunkstore import chunk_id_of
 from mirror.store.codec import Codec
 from mirror.store.layout import open_layout
+from tests.clihelp import run_cli, run_json, write_config
 from tests.daemon import MirrorDaemon
 from tests.fakehub import FakeHub
 from tests.s3env import ACCESS_KEY, CREDENTIALS, SECRET_KEY, MotoS3
@@ -239,3 +243,20 @@ def test_a_second_daemon_fills_from_the_bucket_and_refuses_untrusted_manifests(h
                 m.stop()
     for line in a.log + b.log:
         assert SECRET_KEY not in line and ACCESS_KEY not in line, line
+
+
+def test_gc_forget_node_removes_a_gone_nodes_references(moto_s3: MotoS3, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    bucket = moto_s3.bucket("forget")
+    gone = "c" * 64
+    moto_s3.client(bucket, PREFIX).put(f"refs/{gone}/full", encode_refs(
+        RefSet(gone, "full", time.time(), "-", frozenset(), frozenset())), create=False)
+    cfg = write_config(tmp_path / "m.toml", tmp_path / "data", "http://127.0.0.1:9",
+                       store={"backend": "s3", "url": f"s3://{bucket}/{PREFIX}", "cache_size": "1M"},
+                       s3={"endpoint": moto_s3.url, "region": "us-east-1", "credentials_file": str(_creds(tmp_path))})
+    open_layout(tmp_path / "data")
+    code, out = run_json(capsys, "gc", "--forget-node", gone, "--config", str(cfg))
+    assert code == 0 and out == {"node": gone, "reference_sets_removed": 1}
+    assert not [k for k in moto_s3.keys(bucket) if "/refs/" in k]
+    code, _out, err = run_cli(capsys, "gc", "--forget-node", "not-a-key", "--config", str(cfg))
+    assert code != 0 and "not a node key" in err

@@ -24,7 +24,7 @@ gc/candidates (the objects unreferenced now whose LastModified is older than gc_
 unless the earlier listing is younger than gc_grace (its round goes on, its time kept).
 
 Reference sets of a node gone for good are honoured until an operator removes them
-(`forget_node`, `mirror lifecycle bucket-forget <key>`): deleting data because a node was
+(`forget_node`, `mirror gc --forget-node <key>`): deleting data because a node was
 silent is how a shared store loses data. Sets older than STALE_AFTER are reported in
 every collection's log line so the operator notices.
 
@@ -169,7 +169,7 @@ class BucketCollector:
         log.info("bucket gc: %d referenced, deleted %d manifests and %d chunks, %d candidates for the next run, "
                  "%d kept as referenced again%s", rep.referenced, rep.deleted_manifests, rep.deleted_chunks, rep.candidates,
                  rep.kept_rereferenced, f"; reference sets older than {STALE_AFTER / 86400:g} days from "
-                 f"{', '.join(n[:16] for n in rep.stale_nodes)} are still honoured (`mirror lifecycle bucket-forget`)"
+                 f"{', '.join(n[:16] for n in rep.stale_nodes)} are still honoured (`mirror gc --forget-node`)"
                  if rep.stale_nodes else "")
         return rep
 
