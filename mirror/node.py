@@ -290,6 +290,8 @@ class Node:
         finally:
             if self.bucket_manifests is not None:  # queued publications finish (bounded)
                 await asyncio.to_thread(self.bucket_manifests.wait, 10.0)
+            if self.bucket_refs is not None:
+                await asyncio.to_thread(self.bucket_refs.flush, 10.0)
             await self.catalog.close()
             self.executor.shutdown(wait=True, cancel_futures=True)
             self.write_executor.shutdown(wait=True, cancel_futures=True)
