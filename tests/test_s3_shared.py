@@ -42,7 +42,7 @@ from mirror.store.layout import open_layout
 from tests.clihelp import run_cli, run_json, write_config
 from tests.daemon import MirrorDaemon
 from tests.fakehub import FakeHub
-from tests.s3env import ACCESS_KEY, CREDENTIALS, SECRET_KEY, MotoS3
+from tests.s3env import ACCESS_KEY, SECRET_KEY, MotoS3
 
 PREFIX = "shared"
 

@@ -98,7 +98,7 @@ class BucketOrigin:
         first = bisect.bisect_right(offsets, start) - 1
         skip = start - offsets[first]
         refs = man.chunks[first:]
-        window: deque[asyncio.Future[object]] = deque()
+        window: deque[asyncio.Future[bytes]] = deque()
         nxt = 0
         try:
             while nxt < len(refs) or window:
@@ -112,9 +112,9 @@ class BucketOrigin:
                     log.info("bucket origin stopped at %d/%d bytes of %s: %s; asking the next origin", sink.offset,
                              target.size, target.entry.path, exc.message)
                     return
-                if skip:
-                    raw, skip = memoryview(raw)[skip:], 0  # type: ignore[index]
-                await sink.write(raw)  # type: ignore[arg-type]
+                piece = memoryview(raw)[skip:] if skip else raw
+                skip = 0
+                await sink.write(piece)  # type: ignore[arg-type]
         finally:
             for fut in window:
                 fut.cancel()
