@@ -255,6 +255,12 @@ class StorageError(MirrorError):
     status = 507
 
 
+class BucketWriteFailed(StorageError):
+    """A write to the object store (an S3 bucket) failed after the bounded retries of
+    mirror/s3/client.py. Not a full disk: freeing local space (SpaceGuard.relieve) does
+    not help, so the fill's callers skip it."""
+
+
 class LockBusy(MirrorError):
     """Another process holds an exclusive lock."""
 

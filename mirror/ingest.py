@@ -36,7 +36,7 @@ import threading
 from collections import deque
 from concurrent.futures import Executor, Future
 from pathlib import Path
-from typing import BinaryIO, Sequence
+from typing import BinaryIO, Callable, Sequence
 
 from mirror import crashpoints
 from mirror.catalog.content import ContentCatalog
@@ -71,11 +71,15 @@ def identity_hasher(identity: str, size: int) -> "hashlib._Hash":
 
 class Ingestor:
     def __init__(self, store: ChunkStore, content: ContentCatalog, key: NodeKey, leases: LeaseTable, tmp_dir: Path,
-                 executor: Executor, write_executor: Executor | None = None) -> None:
+                 executor: Executor, write_executor: Executor | None = None,
+                 on_stored: Callable[[Manifest], None] | None = None) -> None:
         """`executor` encodes chunks (CPU); `write_executor` writes and fsyncs them (I/O),
         and defaults to `executor`. `leases` keep GC in this process off the chunks of an
         ingest until its manifest is written; `tmp_dir` holds small contents spooled by
-        `ingest_bytes`."""
+        `ingest_bytes`. `on_stored` hears of every manifest this node newly signs and
+        stores (with a shared bucket: published there, mirror/s3/manifests.py); it must
+        not block."""
+        self.on_stored = on_stored
         self.store = store
         self.content = content
         self.key = key
@@ -153,6 +157,8 @@ class Ingestor:
                 await self._put_checked(signed)
                 crashpoints.hit("db.manifest_row")
                 out.append(signed)
+                if self.on_stored is not None:
+                    self.on_stored(signed)
             return out, results
         finally:
             self.leases.release(held)

@@ -10,7 +10,9 @@ the upstream session, flushes and closes the catalog, and stops the worker pools
 The wiring, in dependency order (arrows: "is given to"):
 
     layout -> LocalBackend, PackStore -> ChunkStore -> Ingestor, ChunkReader
-      ([store] backend = "s3": S3Client -> S3Backend, LocalBackend -> CachedBackend -> ChunkStore)
+      ([store] backend = "s3": S3Client -> S3Backend, LocalBackend -> CachedBackend -> ChunkStore;
+       S3Client -> BucketManifests, RefPublisher -> Ingestor (on_stored); BucketOrigin first
+       in `origins`; RefPublisher, BucketCollector -> SharedGc -> Collector)
     Catalog (repos, content, meta, api, lifecycle, pins) -> everything that keeps facts
     HubClient -> Access -> Metadata -> Files;  HubClient -> UpstreamOrigin
     catalog.scans, ChunkStore, AuditLog -> Quarantine -> Files (scans before first serve)
@@ -48,6 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Callable
 
 from mirror.admin.bundle_import import BundleImporter
 from mirror.admin.export import Exporter
@@ -68,7 +71,8 @@ from mirror.channels.webhook import Webhook
 from mirror.channels.metrics import VersionMetrics
 from mirror.clock import Clock, SystemClock
 from mirror.config import Config, parse_duration, parse_size
-from mirror.errors import StorageError
+from mirror.errors import MirrorError, StorageError
+from mirror.manifest import Manifest
 from mirror.flock import FileLock
 from mirror.ingest import Ingestor
 from mirror.keys import NodeKey
@@ -101,6 +105,11 @@ from mirror.scan.quarantine import Quarantine
 from mirror.scheduler import Scheduler
 from mirror.secretfile import read_secret_file, tune_malloc
 from mirror.s3.credentials import load_credentials
+from mirror.s3.gc import BucketCollector, SharedGc
+from mirror.s3.manifests import BucketManifests
+from mirror.s3.origin import BucketOrigin
+from mirror.s3.refs import RefPublisher
+from mirror.store.cached import CachedBackend
 from mirror.store.chunkstore import ChunkStore
 from mirror.store.fsio import remove_dead_temps
 from mirror.store.layout import Layout, open_layout
@@ -116,6 +125,17 @@ from mirror.verify import Verifier
 from mirror.upstream.client import HubClient
 
 log = logging.getLogger("mirror")
+
+
+def _on_stored(manifests: BucketManifests | None, refs: RefPublisher | None) -> "Callable[[Manifest], None] | None":
+    """What a stored manifest tells a shared bucket: the manifest, and this node's delta."""
+    if manifests is None or refs is None:
+        return None
+
+    def stored(man: Manifest) -> None:
+        refs.note(man)
+        manifests.publish_soon(man)
+    return stored
 
 # Concurrent chunk writes + fsyncs. Measured on this machine's disk, 700 KiB files written
 # and fsynced: 590 MB/s from one thread, 850 from two, about 1 GB/s from four and beyond.
@@ -184,6 +204,9 @@ class Node:
     # What the HTTP edge serves files through: `files`, wrapped when metrics are on.
     http_files: Files | MeteredFiles
     metrics: Metrics | None = None
+    # [store] backend = "s3": what this node tells the nodes sharing its bucket.
+    bucket_manifests: BucketManifests | None = None
+    bucket_refs: RefPublisher | None = None
     online: bool = False
 
     async def __aenter__(self) -> "Node":
@@ -209,6 +232,15 @@ class Node:
         self.scheduler.spawn(self.history.forever(), name="traffic-history")
         if self.config.channels.webhook:
             self.scheduler.spawn(self.webhook.forever(), name="webhook")
+        if self.bucket_refs is not None:
+            self.scheduler.spawn(self._publish_refs(), name="bucket-refs")
+
+    async def _publish_refs(self) -> None:
+        """At start: tell the nodes sharing the bucket what this node references."""
+        try:
+            await self.bucket_refs.publish_full()  # type: ignore[union-attr]
+        except MirrorError as exc:
+            log.warning("cannot publish this node's references to the bucket: %s (again at the next gc)", exc.message)
 
     def announce(self, url: str) -> None:
         """Tell peers how to reach this node (the bound address, known after listen)."""
@@ -256,6 +288,10 @@ class Node:
                 await self.hub.close()
                 await self.peer_client.close()
         finally:
+            if self.bucket_manifests is not None:  # queued publications finish (bounded)
+                await asyncio.to_thread(self.bucket_manifests.wait, 10.0)
+            if self.bucket_refs is not None:
+                await asyncio.to_thread(self.bucket_refs.flush, 10.0)
             await self.catalog.close()
             self.executor.shutdown(wait=True, cancel_futures=True)
             self.write_executor.shutdown(wait=True, cancel_futures=True)
@@ -281,8 +317,10 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
             log.info("recovery: removed %d temp files of interrupted writes", n)
     policy = Policy.from_config(config.lifecycle)
     packs = PackStore(Path(config.lifecycle.archive_dir) if config.lifecycle.archive_dir else layout.archive)
-    store = ChunkStore(chunk_backend(config, layout, s3_credentials), layout.tmp, layout.quarantine, archive=packs,
-                       compress=config.store.compression)
+    backend = chunk_backend(config, layout, s3_credentials)
+    store = ChunkStore(backend, layout.tmp, layout.quarantine, archive=packs, compress=config.store.compression)
+    # [store] backend = "s3": a bucket other nodes may share (manifests, references, GC).
+    bucket = backend.durable.client if isinstance(backend, CachedBackend) else None
     catalog = await Catalog.open(layout.catalog_db, clock)
     try:
         key = NodeKey.load_or_create(layout.keys)
@@ -296,14 +334,20 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     leases = LeaseTable()
     scheduler = Scheduler()
     metrics = Metrics() if observe else None
-    ingestor = Ingestor(store, catalog.content, key, leases, layout.tmp, executor, write_executor)
+    bucket_manifests = bucket_refs = shared_gc = None
+    if bucket is not None:
+        bucket_manifests = BucketManifests(bucket, write_executor)
+        bucket_refs = RefPublisher(bucket, catalog.lifecycle, key.public_hex, leases, clock, write_executor)
+        shared_gc = SharedGc(bucket_refs, BucketCollector(bucket, key.public_hex, clock), executor)
+    ingestor = Ingestor(store, catalog.content, key, leases, layout.tmp, executor, write_executor,
+                        on_stored=_on_stored(bucket_manifests, bucket_refs))
     reader = ChunkReader(TimedChunks(store, metrics) if metrics else store, executor, leases=leases)
 
     audit = AuditLog(catalog.audit, key, clock)
     lifecycle_lock = FileLock(layout.lock_path("lifecycle"), "another lifecycle operation (archive, thaw, gc) is running")
     archiver = Archiver(catalog, store, packs, executor, clock, policy, lifecycle_lock, audit)
     evictor = Evictor(catalog, store, clock, policy, lifecycle_lock, audit)
-    collector = Collector(catalog, store, packs, leases, clock, policy, lifecycle_lock, audit)
+    collector = Collector(catalog, store, packs, leases, clock, policy, lifecycle_lock, audit, shared=shared_gc)
 
     hub = HubClient(config.upstream, clock, traces=[upstream_trace(metrics)] if metrics else ())
     trust = TrustStore(catalog.meta, config.peers.trust, clock)
@@ -335,6 +379,8 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
     peer_origin = PeerOrigin(peers, peer_client, trust, store, catalog.repos, executor, config.peers, ranges=upstream,
                              write_executor=write_executor)
     origins: list[Origin] = [peer_origin, VerdictOrigin(upstream, metrics) if metrics else upstream]
+    if bucket_manifests is not None:  # a shared bucket: before peers and upstream
+        origins.insert(0, BucketOrigin(bucket_manifests, trust, store, executor))
     fetcher = Fetcher(origins, ingestor, catalog.repos, catalog.meta, layout, scheduler, space, max_fills=config.server.max_cold_fetches)
     # Scans share the store's workers; at most half of them scan at once.
     quarantine = Quarantine(catalog.scans, store, leases, executor, scheduler, audit,
@@ -374,6 +420,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         history=history,
         dashboard=Dashboard(catalog, channels, releases, version_metrics, peers, audit, evictor, history),
         http_files=MeteredFiles(files, metrics) if metrics else files, metrics=metrics,
+        bucket_manifests=bucket_manifests, bucket_refs=bucket_refs,
     )
     if metrics is not None:
         metrics.watch(NodeCollector(metrics, CatalogFigures(catalog, evictor, clock), fetcher, peers))

@@ -1,4 +1,5 @@
-"""Lifecycle commands: `mirror archive`, `mirror thaw`, `mirror gc`.
+"""Lifecycle commands: `mirror archive`, `mirror thaw`, `mirror gc` (and, with a shared
+bucket, `mirror gc --forget-node KEY`).
 
 `thaw` of a revision with nothing in the archive (never archived, or thawed already)
 changes nothing and exits 0 saying "nothing to thaw": the revision is hot, which is what
@@ -34,6 +35,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("gc", help="delete manifests and chunks no kept revision references")
     add_config_args(p)
     p.add_argument("--dry-run", action="store_true", help="show what would go, delete nothing")
+    p.add_argument("--forget-node", metavar="KEY",
+                   help="shared bucket: stop honouring the references of a node gone for good (its public key)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=run_gc)
 
@@ -74,6 +77,8 @@ async def run_thaw(args: argparse.Namespace) -> int:
 
 
 async def run_gc(args: argparse.Namespace) -> int:
+    if args.forget_node:
+        return await _forget_node(args)
     progress = Progress("gc", unit="chunk", quiet=args.json)
     async with node_for(args) as node:
         try:
@@ -81,7 +86,7 @@ async def run_gc(args: argparse.Namespace) -> int:
         finally:
             progress.close()
     if args.json:
-        print_json(rep.__dict__)
+        print_json({**rep.__dict__, "bucket": rep.bucket.__dict__ if rep.bucket is not None else None})
         return 0
     verb = "would delete" if rep.dry_run else "deleted"
     print(f"{verb} {rep.manifests_deleted} manifests, {rep.chunk_files_deleted} chunk files "
@@ -89,4 +94,31 @@ async def run_gc(args: argparse.Namespace) -> int:
           f"packs: {rep.packs_deleted} deleted, {rep.packs_repacked} repacked")
     if rep.kept_young or rep.kept_leased:
         print(f"kept {rep.kept_young} chunks younger than gc_grace and {rep.kept_leased} being read")
+    b = rep.bucket
+    if b is not None:
+        print(f"bucket: another collector ({b.busy[:16]}) holds the lease; not collected" if b.busy else
+              f"bucket: deleted {b.deleted_manifests} manifests and {b.deleted_chunks} chunks; "
+              f"{b.candidates} unreferenced objects go at a later run if still unreferenced")
+    return 0
+
+
+async def _forget_node(args: argparse.Namespace) -> int:
+    """`gc --forget-node KEY`: remove a node's reference sets from the shared bucket."""
+    import asyncio
+
+    from mirror.errors import ConfigError
+
+    async with node_for(args) as node:
+        shared = node.collector.shared
+        if shared is None:
+            raise ConfigError("--forget-node needs [store] backend = \"s3\" (a shared bucket)")
+        try:
+            n = await asyncio.get_running_loop().run_in_executor(None, shared.collector.forget_node, args.forget_node)
+        except ValueError as exc:
+            raise ConfigError(f"--forget-node: {exc}") from None
+        node.audit.record(cli_actor(), "lifecycle.bucket_forget", "store", node=args.forget_node, reference_sets=n)
+    if args.json:
+        print_json({"node": args.forget_node, "reference_sets_removed": n})
+    else:
+        print(f"removed {n} reference sets of node {args.forget_node[:16]}; its objects are collected after two gc runs")
     return 0

@@ -11,6 +11,12 @@ brackets), a second run finishing what the first began:
   5. packs: drop empty ones and orphans the catalog never recorded; repack those whose
      live share fell below REPACK_BELOW (new pack verified and recorded before the old
      one is deleted)                                              [gc.repacked]
+  6. with a shared bucket: publish this node's reference set, then collect the bucket
+     (mirror/s3/gc.py; a failure there is logged, the local steps stand)
+With a shared store (`[store] backend = "s3"`: ChunkStore.shared) steps 3 and 4 concern
+this node's local copies and catalog rows only: a chunk object in the bucket may be
+another node's, and is deleted only by the cross-node protocol (mirror/s3/gc.py), which
+this collector runs after its own steps when the store is shared.
 A chunk's age is its row's `created_at` on the injected clock, or its file's mtime when
 it has no row yet (an ingest in flight). See lifecycle/__init__.py for the lease rules.
 """
@@ -30,7 +36,9 @@ from mirror.audit.log import AuditLog
 from mirror.catalog import Catalog
 from mirror.clock import Clock
 from mirror.flock import FileLock
+from mirror.errors import MirrorError
 from mirror.lifecycle.policy import Policy, flush_access
+from mirror.s3.gc import BucketGcReport, SharedGc
 from mirror.store.chunkstore import ChunkStore
 from mirror.store.leases import LeaseTable
 from mirror.store.packs import PackStore
@@ -58,13 +66,17 @@ class GcReport:
     packs_deleted: int = 0
     packs_repacked: int = 0
     dangling_manifests: int = 0
+    bucket: BucketGcReport | None = None
 
 
 class Collector:
     """Mark-and-sweep collection (module docstring: the steps and their crash points)."""
 
     def __init__(self, catalog: Catalog, store: ChunkStore, packs: PackStore, leases: LeaseTable, clock: Clock,
-                 policy: Policy, lock: FileLock, audit: AuditLog) -> None:
+                 policy: Policy, lock: FileLock, audit: AuditLog, shared: SharedGc | None = None) -> None:
+        """`shared`: with a bucket other nodes share, the cross-node protocol run after
+        the local steps (mirror/s3/gc.py)."""
+        self.shared = shared
         self.catalog = catalog
         self.audit = audit
         self.store = store
@@ -119,7 +131,7 @@ class Collector:
         held = leases.held() if leases is not None else frozenset()
         rows = await lc.chunk_rows()
         archived = await lc.archived()
-        hot_ids = await loop.run_in_executor(None, lambda: list(self.store.iter_ids()))
+        hot_ids = await loop.run_in_executor(None, lambda: list(self.store.iter_local_ids()))
         wall = time.time()
 
         def young(cid: str) -> bool:
@@ -150,7 +162,7 @@ class Collector:
             keep = leases.is_held if leases is not None else None
             for i in range(0, len(dead_files), _SWEEP_BATCH):
                 part = dead_files[i:i + _SWEEP_BATCH]
-                delete = functools.partial(self.store.delete_many, part, keep=keep, crashpoint="gc.file_deleted")
+                delete = functools.partial(self.store.drop_local_many, part, keep=keep, crashpoint="gc.file_deleted")
                 rep.chunk_files_deleted += await loop.run_in_executor(None, delete)
                 if progress is not None:
                     progress(i + len(part), len(dead_files))
@@ -169,6 +181,13 @@ class Collector:
 
         # 5. Packs.
         await self._packs(rep, dry_run)
+
+        # 6. A shared bucket: publish what this node references, then collect it.
+        if self.shared is not None and not dry_run:
+            try:
+                rep.bucket = await self.shared.run(policy.gc_grace)
+            except MirrorError as exc:
+                log.warning("bucket gc: %s; the bucket is collected at a later run", exc.message)
         log.info(
             "gc%s: %d manifests, %d chunk files (%d bytes), %d rows; kept %d young, %d leased; packs %d deleted, %d repacked",
             " (dry run)" if dry_run else "", rep.manifests_deleted, rep.chunk_files_deleted, rep.bytes_freed,

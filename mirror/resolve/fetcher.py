@@ -29,7 +29,7 @@ from mirror import crashpoints
 from mirror.caller import ANONYMOUS, Caller
 from mirror.catalog.meta import MetaCatalog
 from mirror.catalog.repos import RepoCatalog
-from mirror.errors import ChunkMissing, HashMismatch, LockBusy, MirrorError, Overloaded, StorageError, UpstreamError, UpstreamUnavailable
+from mirror.errors import BucketWriteFailed, ChunkMissing, HashMismatch, LockBusy, MirrorError, Overloaded, StorageError, UpstreamError, UpstreamUnavailable
 from mirror.flock import FileLock
 from mirror.ingest import Ingestor, identity_hasher
 from mirror.manifest import Manifest
@@ -158,8 +158,7 @@ class Fetcher:
                 # full across restarts); the file is fetched again when there is room.
                 log.warning("fill of %s %s stopped: %s; spool dropped", t.key, t.entry.path, exc.message)
                 self._drop_spool(fill)
-                self.space.forget()
-                self.space.relieve()
+                self._relieve(exc)
             else:
                 log.warning("fill of %s %s failed: %s", t.key, t.entry.path, exc.message)
             self._fail(fill)
@@ -212,8 +211,7 @@ class Fetcher:
         except StorageError as exc:
             log.warning("ingest of %s %s stopped: %s; spool dropped, the file is fetched again when there is room", t.key, t.entry.path, exc.message)
             self._drop_spool(fill)
-            self.space.forget()
-            self.space.relieve()
+            self._relieve(exc)
         except Exception:
             log.exception("ingest of %s failed; the verified spool is kept and retried at start", t.identity)
         finally:
@@ -287,6 +285,14 @@ class Fetcher:
             write_record(fill.meta, fill.target, verified)
         except OSError as exc:
             raise StorageError(f"cannot write the spool record: {os.strerror(exc.errno or 5)}") from None
+
+    def _relieve(self, exc: StorageError) -> None:
+        """A full or failing disk: evict and collect now. A failed bucket write is not
+        the disk's fault, and freeing local space would not help it."""
+        if isinstance(exc, BucketWriteFailed):
+            return
+        self.space.forget()
+        self.space.relieve()
 
     def _drop_spool(self, fill: Fill) -> None:
         for p in (fill.spool, fill.meta):

@@ -187,7 +187,14 @@ class Files:
         self.content.forget(identity)
         if isinstance(cause, CorruptChunk):
             log.error("integrity: %s; quarantined, %s will be fetched again", cause.message, identity)
-            self.store.quarantine(cause.chunk_id)
+            # Off the event loop: with a bucket behind the store this is network calls.
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.store.quarantine(cause.chunk_id)
+                return
+            fut = loop.run_in_executor(None, self.store.quarantine, cause.chunk_id)
+            fut.add_done_callback(_log_quarantine_failure)
 
     async def stored_manifest(self, identity: str) -> Manifest | None:
         man = await self.content.get_manifest(identity)
@@ -210,3 +217,9 @@ class Files:
             self.content.forget(identity)
             return None
         return man
+
+
+def _log_quarantine_failure(fut: "asyncio.Future[bool]") -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        exc = fut.exception()
+        log.warning("cannot quarantine a rotten chunk: %s", getattr(exc, "message", exc))

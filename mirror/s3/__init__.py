@@ -7,6 +7,10 @@
                   project uses (create-only put, ranged get, head, delete, list,
                   multipart upload; bounded retries; errors mapped to the project's)
 - layout.py       the names of the objects in a bucket, with their format version
+- manifests.py    signed manifests in the bucket (what a node stored, for the others)
+- origin.py       `BucketOrigin`: a miss filled from the bucket's manifests and chunks
+- refs.py         the reference sets each node publishes (format, publisher)
+- gc.py           the cross-node collection protocol (lease, two rounds, deletion rules)
 
 The chunk backend on a bucket is mirror/store/s3backend.py; the bounded local cache in
 front of it is mirror/store/cached.py.

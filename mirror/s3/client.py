@@ -31,7 +31,7 @@ for COOLDOWN seconds (a down bucket costs one timeout per COOLDOWN, not one per 
 
 Errors, all MirrorError: a failed read (get, head, list) raises BucketUnavailable (an
 UpstreamUnavailable: callers may use another origin); a failed write (put, upload,
-delete) raises StorageError; an absent object is None, not an error. Messages name the
+delete) raises BucketWriteFailed (a StorageError); an absent object is None, not an error. Messages name the
 operation, the bucket and the key and the cause (an HTTP status and S3 error code, a
 timeout, a refused connection), never a credential: the values of the credentials in
 use are scrubbed from anything quoted (tests/test_s3_client.py checks).
@@ -54,7 +54,7 @@ from obstore.exceptions import AlreadyExistsError, PreconditionError
 from obstore.store import S3Store
 
 from mirror.config import S3Config
-from mirror.errors import BucketUnavailable, MirrorError, StorageError
+from mirror.errors import BucketUnavailable, BucketWriteFailed, MirrorError
 from mirror.s3.credentials import Credentials
 from mirror.s3.url import S3Url, endpoint_for
 
@@ -129,9 +129,9 @@ class S3Client:
     def put(self, key: str, data: bytes | memoryview, *, create: bool = True) -> bool:
         """Store `data` under `key` in one PUT. With `create`, only if the key is absent:
         returns False, changing nothing, when it exists (a retried PUT that had landed
-        finds its own object: also False). Raises StorageError."""
+        finds its own object: also False). Raises BucketWriteFailed."""
         self._check_key(key)
-        self._not_down("put", key, StorageError)
+        self._not_down("put", key, BucketWriteFailed)
         started = time.monotonic()
         for attempt in range(self.settings.retries + 1):
             try:
@@ -148,7 +148,7 @@ class S3Client:
                 timed_out = self._reason(exc).startswith("timed out")
                 if (not timed_out or attempt == self.settings.retries
                         or time.monotonic() - started > RETRY_WINDOW):
-                    raise self._failed("put", key, exc, StorageError) from None
+                    raise self._failed("put", key, exc, BucketWriteFailed) from None
                 time.sleep(random.uniform(0, min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** attempt)))
         self._up()
         return True
@@ -158,25 +158,25 @@ class S3Client:
         """Upload a large object from a file, a binary file object or an iterable of
         byte strings: a multipart upload when larger than `part_size`, visible only once
         complete (aborted on failure). Overwrites: for keys only this writer uses
-        (unique names). Raises StorageError."""
+        (unique names). Raises BucketWriteFailed."""
         self._check_key(key)
-        self._not_down("upload", key, StorageError)
+        self._not_down("upload", key, BucketWriteFailed)
         try:
             obstore.put(self.store, key, source, chunk_size=part_size, max_concurrency=concurrency)  # type: ignore[arg-type]
         except Exception as exc:
-            raise self._failed("upload", key, exc, StorageError) from None
+            raise self._failed("upload", key, exc, BucketWriteFailed) from None
         self._up()
 
     def delete(self, key: str) -> None:
-        """Remove the object (no error when it is absent). Raises StorageError."""
+        """Remove the object (no error when it is absent). Raises BucketWriteFailed."""
         self._check_key(key)
-        self._not_down("delete", key, StorageError)
+        self._not_down("delete", key, BucketWriteFailed)
         try:
             obstore.delete(self.store, key)
         except FileNotFoundError:
             pass
         except Exception as exc:
-            raise self._failed("delete", key, exc, StorageError) from None
+            raise self._failed("delete", key, exc, BucketWriteFailed) from None
         self._up()
 
     # --- reads -----------------------------------------------------------------------------
@@ -248,7 +248,7 @@ class S3Client:
             except BucketUnavailable:
                 break
             time.sleep(0.2 * (attempt + 1))
-        raise self._failed("put", key, exc, StorageError)
+        raise self._failed("put", key, exc, BucketWriteFailed)
 
     def _not_down(self, op: str, key: str, kind: type[MirrorError]) -> None:
         """Fail at once while a recent call found the bucket unreachable (COOLDOWN)."""

@@ -9,11 +9,23 @@ Under the URL's prefix (`s3://bucket/<prefix>/`, mirror/s3/url.py):
                              <id> = 64 hex chars of blake3(raw bytes), <ab> = id[0:2].
                              Written create-only (If-None-Match: *), so however many nodes
                              share the bucket a chunk is stored once and never replaced;
-                             removed only by a collector (later: the cross-node GC protocol)
+                             removed only by the cross-node collector (mirror/s3/gc.py)
+    manifests/<algo>/<hex>   the signed manifest of one file content, <algo>:<hex> its
+                             identity (sha256:<64 hex> or sha1:<40 hex>); body
+                             (mirror/s3/manifests.py): "model-mirror signed manifest 1\n",
+                             the signer's public key hex, "\n", the signature hex, "\n",
+                             then the canonical manifest bytes (mirror/manifest.py).
+                             Written create-only after every chunk it names is stored;
+                             the first node's stays; deleted only by the collector
+    refs/<node key>/full     what one node references, and what each stored manifest
+    refs/<node key>/d<20 d>  added since (mirror/s3/refs.py: the format), written only
+                             by that node
+    gc/lease                 the collector's lease (mirror/s3/gc.py), create-only
+    gc/candidates            chunks and manifests found unreferenced by the last
+                             collection, deleted by a later one (mirror/s3/gc.py)
 
 Names are built only from validated hex ids (threat-model I1); a key any other way is
-refused. Names a later format adds (archive packs, manifests, GC references and lease)
-go here, with the version raised when an existing name or format changes.
+refused. Names a later format adds (archive packs) go here, with the version raised when an existing name or format changes.
 
 Upgrade rule: BUCKET_FORMAT rises when a name or an object format above changes. Readers
 of format N read every format <= N; a node finding a newer FORMAT refuses to write (and
@@ -25,14 +37,20 @@ from __future__ import annotations
 import re
 
 from mirror.errors import ConfigError
+from mirror.manifest import IDENTITY_RE
 from mirror.s3.client import S3Client
 from mirror.store.layout import is_chunk_id
 
 BUCKET_FORMAT = 1
 FORMAT_KEY = "FORMAT"
 CHUNKS = "chunks"
+MANIFESTS = "manifests"
+REFS = "refs"
+GC_LEASE = "gc/lease"
+GC_CANDIDATES = "gc/candidates"
 
 _MARKER = re.compile(rb"model-mirror bucket (\d+)\n?")
+_NODE_KEY = re.compile(r"[0-9a-f]{64}", re.ASCII)
 
 
 def chunk_key(cid: str) -> str:
@@ -46,6 +64,36 @@ def chunk_id_of_key(key: str) -> str | None:
     parts = key.split("/")
     if len(parts) == 3 and parts[0] == CHUNKS and is_chunk_id(parts[2]) and parts[1] == parts[2][0:2]:
         return parts[2]
+    return None
+
+
+def manifest_key(identity: str) -> str:
+    if not IDENTITY_RE.fullmatch(identity):
+        raise ValueError(f"not a content identity: {identity[:80]!r}")
+    algo, hexid = identity.split(":", 1)
+    return f"{MANIFESTS}/{algo}/{hexid}"
+
+
+def identity_of_key(key: str) -> str | None:
+    """The identity a manifest's key names, or None when it is not a manifest's key."""
+    parts = key.split("/")
+    if len(parts) == 3 and parts[0] == MANIFESTS:
+        identity = f"{parts[1]}:{parts[2]}"
+        if IDENTITY_RE.fullmatch(identity):
+            return identity
+    return None
+
+
+def refs_key(node_key: str) -> str:
+    if not _NODE_KEY.fullmatch(node_key):
+        raise ValueError(f"not a node key: {node_key[:80]!r}")
+    return f"{REFS}/{node_key}"
+
+
+def node_of_refs_key(key: str) -> str | None:
+    parts = key.split("/")
+    if len(parts) == 2 and parts[0] == REFS and _NODE_KEY.fullmatch(parts[1]):
+        return parts[1]
     return None
 
 

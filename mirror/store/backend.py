@@ -85,3 +85,6 @@ class CachingBackend(Protocol):
 
     def drop_cached(self, cid: str) -> bool:
         """Remove the local copy only (the durable one stays); True if there was one."""
+
+    def cached_ids(self) -> Iterator[str]:
+        """The ids of the chunks that have a local copy."""

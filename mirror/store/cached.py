@@ -14,7 +14,7 @@ is `durable` (the bucket, store/s3backend.py) and which keeps copies of chunks i
   nothing is kept locally), then a local copy. A put that finds the chunk stored (False)
   keeps no copy: the stored frame is the bucket's, read on the next get.
 - delete: both copies; list: the bucket's.
-- drop_cached: the local copy only (`CachingBackend`: ChunkStore.quarantine keeps a
+- drop_cached: the local copy only; cached_ids: the chunks with a local copy (`CachingBackend`: ChunkStore.quarantine keeps a
   good bucket copy when only the local one was damaged).
 
 Eviction: least recently used local copies go when the copies pass `limit` (a get or a
@@ -105,6 +105,9 @@ class CachedBackend:
             if self._lru is not None:
                 self._bytes -= self._lru.pop(cid, 0)
         return self.local.remove(cid)
+
+    def cached_ids(self) -> Iterator[str]:
+        return self.local.list()
 
     def cached_bytes(self) -> int:
         with self._lock:

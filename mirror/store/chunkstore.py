@@ -395,3 +395,35 @@ class ChunkStore:
     def iter_ids(self) -> Iterator[str]:
         """Every chunk id stored in the backend (archived-only chunks are not listed)."""
         return self.backend.list()
+
+    # --- a shared durable store (CachingBackend: a bucket other nodes use too) ----------
+
+    @property
+    def shared(self) -> bool:
+        """True when the backend's durable copies live in a store other nodes may share
+        (a bucket): this node's GC then removes only its local copies, and the bucket is
+        collected by the cross-node protocol (mirror/s3/gc.py)."""
+        return self._cache is not None
+
+    def iter_local_ids(self) -> Iterator[str]:
+        """The chunks this node holds copies of: the local cache with a shared store,
+        else every stored chunk (`iter_ids`)."""
+        if self._cache is not None:
+            return self._cache.cached_ids()
+        return self.backend.list()
+
+    def drop_local_many(self, ids: Iterable[str], *, keep: Callable[[str], bool] | None = None,
+                        crashpoint: str = "") -> int:
+        """`delete_many` of the local copies only with a shared store (the durable copies
+        stay for the other nodes); `delete_many` otherwise."""
+        if self._cache is None:
+            return self.delete_many(ids, keep=keep, crashpoint=crashpoint)
+        n = 0
+        for cid in ids:
+            if keep is not None and keep(cid):
+                continue
+            if self._cache.drop_cached(cid):
+                n += 1
+                if crashpoint:
+                    crashpoints.hit(crashpoint)
+        return n

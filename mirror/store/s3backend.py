@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from typing import Iterator
 
-from mirror.errors import BucketUnavailable, ChunkMissing, ConfigError, StorageError
+from mirror.errors import BucketUnavailable, BucketWriteFailed, ChunkMissing, ConfigError
 from mirror.s3.client import Read, S3Client
 from mirror.s3.layout import CHUNKS, chunk_id_of_key, chunk_key, ensure_format
 from mirror.store.backend import ChunkStat
@@ -71,9 +71,9 @@ class S3Backend:
                 except ConfigError as exc:
                     self._refused = exc.message
                 except BucketUnavailable as exc:
-                    raise StorageError(exc.message) from None
+                    raise BucketWriteFailed(exc.message) from None
             if self._refused is not None:
-                raise StorageError(self._refused)
+                raise BucketWriteFailed(self._refused)
 
     def delete(self, cid: str) -> bool:
         key = chunk_key(cid)
@@ -81,7 +81,7 @@ class S3Backend:
             if self.client.head(key) is None:
                 return False
         except BucketUnavailable as exc:
-            raise StorageError(exc.message) from None
+            raise BucketWriteFailed(exc.message) from None
         self.client.delete(key)
         return True
 
