@@ -9,7 +9,7 @@ the upstream session, flushes and closes the catalog, and stops the worker pools
 
 The wiring, in dependency order (arrows: "is given to"):
 
-    layout -> LocalBackend, PackStore -> ChunkStore -> Ingestor, ChunkReader
+    layout -> LocalBackend, PackStore (or S3PackStore) -> ChunkStore -> Ingestor, ChunkReader
       ([store] backend = "s3": S3Client -> S3Backend, LocalBackend -> CachedBackend -> ChunkStore)
     Catalog (repos, content, meta, api, lifecycle, pins) -> everything that keeps facts
     HubClient -> Access -> Metadata -> Files;  HubClient -> UpstreamOrigin
@@ -104,9 +104,10 @@ from mirror.s3.credentials import load_credentials
 from mirror.store.chunkstore import ChunkStore
 from mirror.store.fsio import remove_dead_temps
 from mirror.store.layout import Layout, open_layout
-from mirror.store.select import chunk_backend
+from mirror.store.select import archive_tier, chunk_backend
 from mirror.store.leases import LeaseTable
 from mirror.store.packs import PackStore
+from mirror.store.s3packs import S3PackStore
 from mirror.store.reader import ChunkReader
 from mirror.store.space import SpaceGuard
 from mirror.sync.run import Syncer
@@ -130,7 +131,7 @@ class Node:
     clock: Clock
     layout: Layout
     store: ChunkStore
-    packs: PackStore
+    packs: PackStore | S3PackStore
     catalog: Catalog
     key: NodeKey
     executor: ThreadPoolExecutor
@@ -280,7 +281,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         if n:
             log.info("recovery: removed %d temp files of interrupted writes", n)
     policy = Policy.from_config(config.lifecycle)
-    packs = PackStore(Path(config.lifecycle.archive_dir) if config.lifecycle.archive_dir else layout.archive)
+    packs = archive_tier(config, layout, s3_credentials)
     store = ChunkStore(chunk_backend(config, layout, s3_credentials), layout.tmp, layout.quarantine, archive=packs,
                        compress=config.store.compression)
     catalog = await Catalog.open(layout.catalog_db, clock)

@@ -38,6 +38,7 @@ from mirror.model import RepoKey
 from mirror.store.chunker import sniff_group_width
 from mirror.store.chunkstore import ChunkStore
 from mirror.store.packs import PACK_TARGET, ArchiveEncoder, PackStore, PackWriter
+from mirror.store.s3packs import S3PackStore
 
 log = logging.getLogger("mirror.lifecycle")
 _BATCH = 8
@@ -93,7 +94,7 @@ async def find_revision(repos: RepoCatalog, spec: str) -> tuple[int, str]:
 class Archiver:
     """Archive and thaw (module docstring: the steps and their crash points)."""
 
-    def __init__(self, catalog: Catalog, store: ChunkStore, packs: PackStore, executor: Executor, clock: Clock,
+    def __init__(self, catalog: Catalog, store: ChunkStore, packs: PackStore | S3PackStore, executor: Executor, clock: Clock,
                  policy: Policy, lock: FileLock, audit: AuditLog) -> None:
         self.catalog = catalog
         self.store = store

@@ -10,6 +10,12 @@ Under the URL's prefix (`s3://bucket/<prefix>/`, mirror/s3/url.py):
                              Written create-only (If-None-Match: *), so however many nodes
                              share the bucket a chunk is stored once and never replaced;
                              removed only by a collector (later: the cross-node GC protocol)
+    packs/<24 hex>.pack      one archive pack of the lifecycle tier (`[archive] url`), in
+                             the pack format of store/packs.py (PACK_VERSION), uploaded
+                             whole (multipart) under a fresh random name, never modified;
+                             removed by its node's GC or repack. The packs under a prefix
+                             belong to ONE node (its catalog records them; its GC deletes
+                             the ones it never recorded): give each node its own prefix
 
 Names are built only from validated hex ids (threat-model I1); a key any other way is
 refused. Names a later format adds (archive packs, manifests, GC references and lease)
@@ -27,10 +33,12 @@ import re
 from mirror.errors import ConfigError
 from mirror.s3.client import S3Client
 from mirror.store.layout import is_chunk_id
+from mirror.store.packs import is_pack_name
 
 BUCKET_FORMAT = 1
 FORMAT_KEY = "FORMAT"
 CHUNKS = "chunks"
+PACKS = "packs"
 
 _MARKER = re.compile(rb"model-mirror bucket (\d+)\n?")
 
@@ -47,6 +55,18 @@ def chunk_id_of_key(key: str) -> str | None:
     if len(parts) == 3 and parts[0] == CHUNKS and is_chunk_id(parts[2]) and parts[1] == parts[2][0:2]:
         return parts[2]
     return None
+
+
+def pack_key(name: str) -> str:
+    if not is_pack_name(name):
+        raise ValueError(f"not a pack name: {name[:80]!r}")
+    return f"{PACKS}/{name}"
+
+
+def pack_name_of_key(key: str) -> str | None:
+    """The pack name a key names, or None when it is not a pack's key."""
+    parts = key.split("/")
+    return parts[1] if len(parts) == 2 and parts[0] == PACKS and is_pack_name(parts[1]) else None
 
 
 def ensure_format(client: S3Client) -> int:
