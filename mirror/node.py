@@ -9,7 +9,7 @@ the upstream session, flushes and closes the catalog, and stops the worker pools
 
 The wiring, in dependency order (arrows: "is given to"):
 
-    layout -> LocalBackend, PackStore -> ChunkStore -> Ingestor, ChunkReader
+    layout -> LocalBackend, PackStore (or S3PackStore, [archive] url) -> ChunkStore -> Ingestor, ChunkReader
       ([store] backend = "s3": S3Client -> S3Backend, LocalBackend -> CachedBackend -> ChunkStore;
        S3Client -> BucketManifests, RefPublisher -> Ingestor (on_stored); BucketOrigin first
        in `origins`; RefPublisher, BucketCollector -> SharedGc -> Collector)
@@ -48,7 +48,6 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Callable
 
@@ -113,9 +112,10 @@ from mirror.store.cached import CachedBackend
 from mirror.store.chunkstore import ChunkStore
 from mirror.store.fsio import remove_dead_temps
 from mirror.store.layout import Layout, open_layout
-from mirror.store.select import chunk_backend
+from mirror.store.select import archive_tier, chunk_backend
 from mirror.store.leases import LeaseTable
 from mirror.store.packs import PackStore
+from mirror.store.s3packs import S3PackStore
 from mirror.store.reader import ChunkReader
 from mirror.store.space import SpaceGuard
 from mirror.sync.run import Syncer
@@ -150,7 +150,7 @@ class Node:
     clock: Clock
     layout: Layout
     store: ChunkStore
-    packs: PackStore
+    packs: PackStore | S3PackStore
     catalog: Catalog
     key: NodeKey
     executor: ThreadPoolExecutor
@@ -316,7 +316,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         if n:
             log.info("recovery: removed %d temp files of interrupted writes", n)
     policy = Policy.from_config(config.lifecycle)
-    packs = PackStore(Path(config.lifecycle.archive_dir) if config.lifecycle.archive_dir else layout.archive)
+    packs = archive_tier(config, layout, s3_credentials)
     backend = chunk_backend(config, layout, s3_credentials)
     store = ChunkStore(backend, layout.tmp, layout.quarantine, archive=packs, compress=config.store.compression)
     # [store] backend = "s3": a bucket other nodes may share (manifests, references, GC).

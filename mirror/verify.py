@@ -43,6 +43,7 @@ from typing import AsyncIterator, Callable
 from mirror.audit.log import AuditLog
 from mirror.catalog import Catalog
 from mirror.errors import BadSignature, ChunkMissing, IntegrityError, LockBusy, MirrorError, StorageError
+from mirror.store.s3packs import PackUnavailable
 from mirror.flock import FileLock
 from mirror.manifest import Manifest
 from mirror.store.chunkstore import ChunkStore
@@ -80,6 +81,8 @@ def _check(store: ChunkStore, cid: str) -> str | None:
     """None when the chunk reads back and hashes to its id, else `_MISSING` or why it is bad."""
     try:
         store.read(cid, verify=True)
+    except PackUnavailable as exc:
+        raise MirrorError(f"cannot verify now: {exc.message}") from None
     except ChunkMissing:
         return _MISSING
     except IntegrityError as exc:
@@ -163,7 +166,9 @@ class Verifier:
         # 2. Every chunk: those named, then hot files and archived chunks beyond them.
         hot = await loop.run_in_executor(None, lambda: set(self.store.iter_ids()))
         archived = await self.catalog.lifecycle.archived()
-        ids = sorted(named | hot | set(archived))
+        # Archived chunks in pack order: a pack is read front to back, in large ranges.
+        ids = sorted((named | hot) - set(archived))
+        ids += sorted(archived, key=lambda c: (archived[c].pack, archived[c].offset))
         first = await self._check_many(ids, progress)
         rep.chunks_checked = len(ids)
         suspects = sorted(c for c, r in first.items() if r is not None and (r != _MISSING or c in named or c in archived))

@@ -10,7 +10,12 @@ that forwards every request to moto unchanged, except the next N matching reques
 `fail(n, status, code)` answers an S3 error (503 SlowDown, 500 InternalError...),
 `fail(..., echo=True)` quotes the request's Authorization header in the answer (a
 server that leaks what it got), `stall(n, seconds)` holds the request that long before answering, `drop(n)` closes the
-connection without an answer. `requests` records (method, path, query, status).
+connection without an answer. `requests` records (method, path, query, status), and
+`sent` the bytes of request bodies (what was uploaded). `after(method, query, action)`
+runs `action()` (in a thread) once, after forwarding the next request of that method
+whose query string contains `query` and before answering it: a change made in the
+bucket between two steps of a client (a pack overwritten between its upload and its
+read-back check).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from aiohttp import ClientSession, ClientTimeout, web
 
@@ -139,6 +144,8 @@ class FaultProxy:
         self.rules: list[_Rule] = []
         self.requests: list[tuple[str, str, str, int]] = []
         self.echoed: list[str] = []
+        self.sent = 0
+        self._after: list[tuple[str, str, object]] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -166,10 +173,16 @@ class FaultProxy:
         with self._lock:
             self.rules.append(_Rule("drop", n, method=method))
 
+    def after(self, method: str, query: str, action: "Callable[[], object]") -> None:
+        with self._lock:
+            self._after.append((method, query, action))
+
     def clear(self) -> None:
         with self._lock:
             self.rules.clear()
             self.requests.clear()
+            self._after.clear()
+            self.sent = 0
 
     def count(self, method: str | None = None, status: int | None = None) -> int:
         with self._lock:
@@ -183,6 +196,14 @@ class FaultProxy:
                     rule.left -= 1
                     return rule
             return None
+
+    def _hook(self, request: web.Request) -> "Callable[[], object] | None":
+        with self._lock:
+            for i, (method, query, action) in enumerate(self._after):
+                if method == request.method and query in request.query_string:
+                    del self._after[i]
+                    return action  # type: ignore[return-value]
+        return None
 
     def _record(self, request: web.Request, status: int) -> None:
         with self._lock:
@@ -208,6 +229,8 @@ class FaultProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        with self._lock:
+            self.sent += len(body)
         rule = self._take(request.method)
         if rule is not None and rule.kind == "drop":
             self._record(request, 0)
@@ -230,6 +253,9 @@ class FaultProxy:
                                          data=io.BytesIO(body) if body else None, allow_redirects=False) as up:
             data = await up.read()
             self._record(request, up.status)
+            hook = self._hook(request)
+            if hook is not None:
+                await asyncio.get_running_loop().run_in_executor(None, hook)
             out = {k: v for k, v in up.headers.items() if k.lower() not in _HOP}
             if request.method == "HEAD":  # the object's size, which a HEAD answer carries
                 resp = web.StreamResponse(status=up.status, headers=out)

@@ -152,6 +152,10 @@ def test_compose_nodes_peer_with_each_other(tmp_path: Path) -> None:
         data = [v for v in services[name]["volumes"] if v.endswith(f":{cfg.store.data_dir}")]
         assert data == [f"{name}:{cfg.store.data_dir}"] and name in compose()["volumes"]
         assert services[name]["depends_on"]["init"]["condition"] == "service_completed_successfully"
+        # Archive packs in the MinIO service, each node under its own prefix.
+        assert cfg.archive.url == f"s3://mirror-archive/{name}" and cfg.s3.endpoint == "http://minio:9000"
+        assert services[name]["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+        assert "mirror-archive" in services["minio-init"]["entrypoint"][-1] and "minio" in services
     # The init service trusts every node's key on every other node, and makes the tokens
     # Prometheus reads.
     init = services["init"]

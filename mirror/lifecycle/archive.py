@@ -38,6 +38,7 @@ from mirror.model import RepoKey
 from mirror.store.chunker import sniff_group_width
 from mirror.store.chunkstore import ChunkStore
 from mirror.store.packs import PACK_TARGET, ArchiveEncoder, PackStore, PackWriter
+from mirror.store.s3packs import S3PackStore
 
 log = logging.getLogger("mirror.lifecycle")
 _BATCH = 8
@@ -93,7 +94,7 @@ async def find_revision(repos: RepoCatalog, spec: str) -> tuple[int, str]:
 class Archiver:
     """Archive and thaw (module docstring: the steps and their crash points)."""
 
-    def __init__(self, catalog: Catalog, store: ChunkStore, packs: PackStore, executor: Executor, clock: Clock,
+    def __init__(self, catalog: Catalog, store: ChunkStore, packs: PackStore | S3PackStore, executor: Executor, clock: Clock,
                  policy: Policy, lock: FileLock, audit: AuditLog) -> None:
         self.catalog = catalog
         self.store = store
@@ -221,7 +222,9 @@ class Archiver:
     async def _delete_hot(self, ids: list[str]) -> int:
         if not ids:
             return 0
-        delete = functools.partial(self.store.delete_many, ids, crashpoint="archive.deleted")
+        # With a shared bucket the durable copies are other nodes' too: only this node's
+        # local copies go (the bucket is collected by the cross-node protocol).
+        delete = functools.partial(self.store.drop_local_many, ids, crashpoint="archive.deleted")
         return await asyncio.get_running_loop().run_in_executor(None, delete)
 
     async def _group_widths(self, graph: Graph, identities: set[str]) -> dict[str, int]:

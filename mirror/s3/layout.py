@@ -23,6 +23,12 @@ Under the URL's prefix (`s3://bucket/<prefix>/`, mirror/s3/url.py):
     gc/lease                 the collector's lease (mirror/s3/gc.py), create-only
     gc/candidates            chunks and manifests found unreferenced by the last
                              collection, deleted by a later one (mirror/s3/gc.py)
+    packs/<24 hex>.pack      one archive pack of the lifecycle tier (`[archive] url`), in
+                             the pack format of store/packs.py (PACK_VERSION), uploaded
+                             whole (multipart) under a fresh random name, never modified;
+                             removed by its node's GC or repack. The packs under a prefix
+                             belong to ONE node (its catalog records them; its GC deletes
+                             the ones it never recorded): give each node its own prefix
 
 Names are built only from validated hex ids (threat-model I1); a key any other way is
 refused. Names a later format adds (archive packs) go here, with the version raised when an existing name or format changes.
@@ -40,6 +46,7 @@ from mirror.errors import ConfigError
 from mirror.manifest import IDENTITY_RE
 from mirror.s3.client import S3Client
 from mirror.store.layout import is_chunk_id
+from mirror.store.packs import is_pack_name
 
 BUCKET_FORMAT = 1
 FORMAT_KEY = "FORMAT"
@@ -48,6 +55,7 @@ MANIFESTS = "manifests"
 REFS = "refs"
 GC_LEASE = "gc/lease"
 GC_CANDIDATES = "gc/candidates"
+PACKS = "packs"
 
 _MARKER = re.compile(rb"model-mirror bucket (\d+)\n?")
 _NODE_KEY = re.compile(r"[0-9a-f]{64}", re.ASCII)
@@ -95,6 +103,16 @@ def node_of_refs_key(key: str) -> str | None:
     if len(parts) == 2 and parts[0] == REFS and _NODE_KEY.fullmatch(parts[1]):
         return parts[1]
     return None
+def pack_key(name: str) -> str:
+    if not is_pack_name(name):
+        raise ValueError(f"not a pack name: {name[:80]!r}")
+    return f"{PACKS}/{name}"
+
+
+def pack_name_of_key(key: str) -> str | None:
+    """The pack name a key names, or None when it is not a pack's key."""
+    parts = key.split("/")
+    return parts[1] if len(parts) == 2 and parts[0] == PACKS and is_pack_name(parts[1]) else None
 
 
 def ensure_format(client: S3Client) -> int:

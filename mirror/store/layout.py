@@ -17,6 +17,9 @@
       archive/               archive packs of the lifecycle tier (or lifecycle.archive_dir):
         <24 hex>.pack        many chunk frames + index + footer (format: store/packs.py)
         <name>.<pid>.<hex>.tmp  a pack being written; removed once its writer is gone
+      pack-index/<name>.idx  with `[archive] url`: the index and footer of each pack in the
+                             bucket (store/s3packs.py), a cache rebuilt from the bucket;
+                             the packs' temps are then written in tmp/
       locks/                 inter-process lock files (sync, gc, writer)
       peers.json             the daemon's view of its peers (peers/membership.py), for
                              `mirror peers`; rewritten whole, safe to delete
@@ -83,6 +86,10 @@ class Layout:
     @property
     def archive(self) -> Path:
         return self.root / "archive"
+
+    @property
+    def pack_index(self) -> Path:
+        return self.root / "pack-index"
 
     @property
     def locks(self) -> Path:

@@ -46,7 +46,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import blake3
 import zstandard
@@ -170,28 +170,60 @@ def read_index(path: Path) -> list[PackEntry]:
     """The entries of a complete pack; StorageError if it is not one."""
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
-        if size < _HEAD.size + _FOOT.size:
-            raise StorageError(f"{path.name}: too short for a pack")
-        magic, version = _HEAD.unpack(fh.read(_HEAD.size))
-        fh.seek(size - _FOOT.size)
-        index_offset, count, digest, fmagic, fversion = _FOOT.unpack(fh.read(_FOOT.size))
-        if magic != PACK_MAGIC or fmagic != PACK_MAGIC or version != fversion:
-            raise StorageError(f"{path.name}: not a pack")
-        if version > PACK_VERSION:
-            raise StorageError(f"{path.name}: pack version {version} is newer than this build")
-        if index_offset + count * _ENTRY.size + _FOOT.size != size:
-            raise StorageError(f"{path.name}: index does not fit the file")
-        fh.seek(index_offset)
-        index = fh.read(count * _ENTRY.size)
-    if blake3.blake3(index).digest() != digest:
-        raise StorageError(f"{path.name}: index checksum mismatch")
+        return parse_index(path.name, size, lambda off, n: os.pread(fh.fileno(), n, off))
+
+
+def parse_index(name: str, size: int, read_at: Callable[[int, int], bytes]) -> list[PackEntry]:
+    """The entries of the pack `name` of `size` bytes, read with `read_at(offset, length)`
+    (a file's pread, or ranged GETs of an object: head, footer, index). StorageError if
+    it is not a complete pack."""
+    if size < _HEAD.size + _FOOT.size:
+        raise StorageError(f"{name}: too short for a pack")
+    magic, version = _HEAD.unpack(read_at(0, _HEAD.size))
+    index_offset, count, digest, fmagic, fversion = _FOOT.unpack(read_at(size - _FOOT.size, _FOOT.size))
+    if magic != PACK_MAGIC or fmagic != PACK_MAGIC or version != fversion:
+        raise StorageError(f"{name}: not a pack")
+    if version > PACK_VERSION:
+        raise StorageError(f"{name}: pack version {version} is newer than this build")
+    if index_offset + count * _ENTRY.size + _FOOT.size != size:
+        raise StorageError(f"{name}: index does not fit the file")
+    index = read_at(index_offset, count * _ENTRY.size)
+    if len(index) != count * _ENTRY.size or blake3.blake3(index).digest() != digest:
+        raise StorageError(f"{name}: index checksum mismatch")
     out = []
     for i in range(count):
         cid, off, length = _ENTRY.unpack_from(index, i * _ENTRY.size)
         if off < _HEAD.size or off + length > index_offset:
-            raise StorageError(f"{path.name}: entry {i} outside the frame area")
+            raise StorageError(f"{name}: entry {i} outside the frame area")
         out.append(PackEntry(cid.hex(), off, length))
     return out
+
+
+FOOTER_SIZE = _FOOT.size
+
+
+def index_offset_of(footer: bytes) -> int:
+    """Where the index starts, from a pack's footer (its last FOOTER_SIZE bytes)."""
+    return int(_FOOT.unpack(footer)[0])
+
+
+def pack_tail(path: Path) -> bytes:
+    """The index and footer of a sealed pack file (what an index cache keeps)."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        index_offset = _FOOT.unpack(os.pread(fh.fileno(), _FOOT.size, size - _FOOT.size))[0]
+        return os.pread(fh.fileno(), size - index_offset, index_offset)
+
+
+def tail_index(name: str, tail: bytes) -> tuple[int, list[PackEntry]]:
+    """(pack size, entries) from a pack's index and footer alone (`pack_tail`),
+    checked like `parse_index` but for the head, which the tail does not hold."""
+    if len(tail) < _FOOT.size:
+        raise StorageError(f"{name}: index too short")
+    index_offset = _FOOT.unpack(tail[-_FOOT.size:])[0]
+    size = index_offset + len(tail)
+    head = _HEAD.pack(PACK_MAGIC, _FOOT.unpack(tail[-_FOOT.size:])[4])
+    return size, parse_index(name, size, lambda off, n: head[off:off + n] if off < _HEAD.size else tail[off - index_offset:off - index_offset + n])
 
 
 def check_pack(path: Path, expected: set[str] | None = None) -> None:
@@ -325,8 +357,19 @@ class PackStore:
         return total
 
 
+def is_pack_name(name: str) -> bool:
+    return _NAME.fullmatch(name) is not None
+
+
+def dead_temp(name: str) -> bool:
+    """`name` is a pack temp whose writer is gone."""
+    m = _TEMP.fullmatch(name)
+    return m is not None and not _alive(int(m.group(2)))
+
+
 def _alive(pid: int) -> bool:
     return pid == os.getpid() or process_alive(pid)
 
 
-__all__ = ["ArchiveEncoder", "PackStore", "PackWriter", "PackEntry", "PACK_VERSION", "PACK_TARGET", "check_pack", "read_index"]
+__all__ = ["ArchiveEncoder", "PackStore", "PackWriter", "PackEntry", "PACK_VERSION", "PACK_TARGET", "check_pack", "read_index", "parse_index", "pack_tail", "tail_index", "is_pack_name", "dead_temp",
+           "FOOTER_SIZE", "index_offset_of"]
