@@ -41,6 +41,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -103,6 +104,9 @@ class S3PackStore:
         self._windows: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         self._flights: dict[tuple[str, int], threading.Event] = {}
         self._down_until = 0.0
+        # One thread fetches the window after the one being read (read-ahead), so a
+        # sequential read of a pack waits on at most one GET at a time, not one per window.
+        self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack-ahead")
         index_dir.mkdir(parents=True, exist_ok=True)
         self.refresh()
 
@@ -270,12 +274,35 @@ class S3PackStore:
     def _span(self, name: str, off: int, length: int) -> bytes:
         first, last = off // WINDOW, (off + length - 1) // WINDOW
         parts = [self._window(name, w) for w in range(first, last + 1)]
+        if (off + length) % WINDOW >= WINDOW // 2:
+            self._read_ahead(name, last + 1)
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         start = off - first * WINDOW
         out = data[start:start + length]
         if len(out) != length:
             raise _Gone(name)  # shorter than its index says: not the pack we indexed
         return out
+
+    def _read_ahead(self, name: str, w: int) -> None:
+        """Fetch window `w` in the background when a read reached the second half of the
+        one before it (same GET, same LRU: the request budget does not change)."""
+        size = self._sizes.get(name)
+        if size is None or w * WINDOW >= size:
+            return
+        with self._lock:
+            if (name, w) in self._windows or (name, w) in self._flights:
+                return
+
+        def fetch() -> None:
+            try:
+                self._window(name, w)
+            except Exception:  # a read that needs it will fetch it (and report why)
+                pass
+
+        try:
+            self._ahead.submit(fetch)
+        except RuntimeError:  # shut down
+            pass
 
     def _window(self, name: str, w: int) -> bytes:
         """Bytes [w * WINDOW, (w + 1) * WINDOW) of the pack (fewer at its end): from the
