@@ -74,24 +74,28 @@ class Database:
 
     # --- units of work ---------------------------------------------------------------
 
+    async def _begin(self, statement: str) -> None:
+        """Start a transaction (the lock held). A statement runs to its end in the
+        connection's thread even when the task awaiting it is cancelled (a node closing
+        cancels ingests): a cancelled BEGIN must still be rolled back before the lock is
+        released, or the next one fails with "cannot start a transaction within a
+        transaction"."""
+        begin = asyncio.ensure_future(self._conn.execute(statement))
+        try:
+            with _disk_errors():
+                await asyncio.shield(begin)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await begin
+                await self._conn.execute("ROLLBACK")
+            raise
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """A write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on error. A
         full or failing disk surfaces as StorageError, with nothing committed."""
         async with self._lock:
-            # A statement runs to its end in the connection's thread even when the task
-            # awaiting it is cancelled (a node closing cancels ingests): a cancelled BEGIN
-            # must still be rolled back before the lock is released, or the next
-            # transaction fails with "cannot start a transaction within a transaction".
-            begin = asyncio.ensure_future(self._conn.execute("BEGIN IMMEDIATE"))
-            try:
-                with _disk_errors():
-                    await asyncio.shield(begin)
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await begin
-                    await self._conn.execute("ROLLBACK")
-                raise
+            await self._begin("BEGIN IMMEDIATE")
             try:
                 with _disk_errors():
                     yield self._conn
@@ -110,15 +114,7 @@ class Database:
         """A read transaction (a deferred BEGIN): its reads see one state of the catalog,
         and, in WAL mode, writers of other processes are not held up meanwhile."""
         async with self._lock:
-            begin = asyncio.ensure_future(self._conn.execute("BEGIN"))
-            try:
-                with _disk_errors():
-                    await asyncio.shield(begin)
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await begin
-                    await self._conn.execute("ROLLBACK")
-                raise
+            await self._begin("BEGIN")
             try:
                 with _disk_errors():
                     yield self._conn
