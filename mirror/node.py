@@ -242,7 +242,7 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         hub=hub, access=access, metadata=metadata, space=space, fetcher=fetcher, files=files,
         passthrough=passthrough,
         syncer=Syncer(metadata, files, fetcher, catalog.repos, catalog.meta, config.sync,
-                      FileLock(layout.lock_path("sync"), "sync is already running")),
+                      FileLock(layout.lock_path("sync"), "sync is already running"), audit),
         trust=trust, peer_client=peer_client, peers=peers,
         peer_auth=PeerAuth(trust, clock, config.peers.max_skew, key.public_hex),
         audit=audit, tokens=tokens, totp=totp, quarantine=quarantine,

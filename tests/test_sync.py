@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -152,3 +155,8 @@ def test_daemon_runs_the_sync_on_a_schedule(hub, tmp_path):
         hub.reset_counters()
         status, _, body = d.get("/org/a/resolve/main/weights.bin")
         assert status == 200 and body == payload and hub.bytes_sent == 0
+    # Each scheduled round is audited like a `mirror sync` run (and so counted by /metrics).
+    out = subprocess.run([sys.executable, "-m", "mirror", "audit", "--action", "sync.run", "--json", "--config",
+                          str(d.config_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert any(e["actor"] == "sync-schedule" and "org/a" in json.dumps(e) for e in json.loads(out.stdout)), out.stdout

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 LIFECYCLE = "lifecycle"  # archive, thaw, evict and gc rounds of the daemon's schedule
+SCHEDULED = "sync-schedule"  # the daemon's `[sync] interval` rounds
 
 
 def cli_actor() -> str:

@@ -15,6 +15,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from mirror.audit.actor import SCHEDULED
+from mirror.audit.log import AuditLog
 from mirror.caller import ANONYMOUS, Caller
 from mirror.catalog.meta import MetaCatalog
 from mirror.catalog.repos import RepoCatalog
@@ -106,7 +108,9 @@ class Syncer:
         counters: MetaCatalog,
         config: SyncConfig,
         lock: FileLock,
+        audit: AuditLog | None = None,
     ) -> None:
+        self.audit = audit  # the scheduled rounds are audited like `mirror sync` runs
         self.metadata = metadata
         self.files = files
         self.fetcher = fetcher
@@ -153,6 +157,12 @@ class Syncer:
                 log.info("%s", summary_line(report))
                 for failure in report.failures:
                     log.warning("sync: %s", failure)
+                if self.audit is not None:
+                    self.audit.record(SCHEDULED, "sync.run", "watch list", "ok" if report.ok else "error",
+                                      repos=[str(r.plan.key) for r in report.repos][:100],
+                                      files_fetched=sum(r.files_fetched for r in report.repos),
+                                      bytes_fetched=sum(r.bytes_fetched for r in report.repos),
+                                      failures=len(report.failures))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the loop must survive any one round
