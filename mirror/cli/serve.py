@@ -31,6 +31,7 @@ async def run(args: argparse.Namespace) -> int:
     from mirror.app import serve
 
     logsafe.install()
+    logsafe.lean_records()
 
     server: dict[str, Any] = {}
     if args.host:
