@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from mirror.s3.url import S3Config, check_config  # [store] backend/url, [archive] url, [s3]
 from mirror.errors import ConfigError
 # The parsers live in units.py; re-exported here, where callers have always found them.
 from mirror.units import Watermark, parse_duration, parse_size
@@ -97,23 +98,6 @@ class StoreConfig:
     backend: str = "local"
     url: str = ""
     cache_size: str = "20G"
-
-
-@dataclass(frozen=True, slots=True)
-class S3Config:
-    """How to reach object storage, shared by every s3:// URL ([store] url, [archive] url)."""
-
-    # A custom endpoint (MinIO, Ceph RGW, R2): "https://minio.example:9000"; "" = AWS.
-    endpoint: str = ""
-    # "" = AWS_REGION / AWS_DEFAULT_REGION from the environment, else us-east-1.
-    region: str = ""
-    # "path" (https://host/bucket/key) or "virtual" (https://bucket.host/key).
-    addressing: str = "path"
-    # The AWS credentials format, mode 0600; "" = the environment or the instance profile.
-    credentials_file: str = ""
-    # Seconds per request attempt, and retries of a failed attempt (bounded; s3/client.py).
-    timeout: float = 30.0
-    retries: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,10 +471,8 @@ def _validate(cfg: Config) -> None:
             parse_size(getattr(cfg.store, key))
         except ConfigError as exc:
             raise ConfigError(f"{src}: key 'store.{key}': {exc.message}") from None
-    from mirror.s3.url import check_config  # [store] backend/url, [archive] url, [s3]
-
     try:
-        check_config(cfg)
+        check_config(cfg.store.backend, cfg.store.url, cfg.archive.url, cfg.s3)
     except ConfigError as exc:
         raise ConfigError(f"{src}: {exc.message}") from None
     for i, repo in enumerate(cfg.sync.repos):

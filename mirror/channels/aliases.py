@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable
 
 from mirror.audit.log import AuditLog
-from mirror.caller import Caller
+from mirror.caller import ANONYMOUS, Caller
 from mirror.catalog import Catalog
 from mirror.catalog.channels import AliasEvent, AliasRow, Change
 from mirror.channels.metrics import check_name
@@ -92,6 +92,19 @@ class Channels:
         res, _info = await self.metadata.resolve(key, rev, caller)
         await self.metadata.listing(res, caller)
         return Target(res.repo, res.commit)
+
+    async def version_of(self, key: RepoKey, rev: str | None, client_key: str = "") -> tuple[int, str]:
+        """(repo row id, commit) of a revision a metric report or query names, never
+        asking upstream. An alias names its stable commit, except for a report made for a
+        client (`client_key`): with a canary running, the value belongs to the side that
+        client is served (the same sticky split)."""
+        if rev and client_key:
+            repo = await self.catalog.repos.repo_id(key, create=False)
+            pick = await self.table.pick(repo, rev, client_key) if repo is not None else None
+            if pick is not None and repo is not None:
+                return repo, pick.commit
+        target = await self.target(key, rev, ANONYMOUS, online=False)
+        return target.repo, target.commit
 
     async def _local(self, repo: int, rev: str | None) -> str | None:
         refs = await self.catalog.repos.refs_of(repo)

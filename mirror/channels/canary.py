@@ -117,6 +117,14 @@ class CanaryController:
                     out.append(change)
         return out
 
+    async def after_report(self, repo: int, commit: str) -> None:
+        """`on_report` for a report that is already recorded: a failure is logged, not
+        raised (the reporter must not send the values twice)."""
+        try:
+            await self.on_report(repo, commit)
+        except Exception:
+            log.exception("the canary check after a metrics report failed")
+
     async def _analyse(self, row: AliasRow, *, scheduled: bool) -> Change | None:
         assert row.canary is not None and row.plan is not None
         plan = CanaryPlan.from_json(row.plan)

@@ -35,17 +35,13 @@ import logging
 import math
 import re
 import statistics
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-from mirror.caller import ANONYMOUS
 from mirror.catalog.versions import ClientSightings, Report, Traffic, TrafficDeltas, VersionCatalog
 from mirror.channels.stats import welch
 from mirror.clock import Clock
 from mirror.errors import BadRequest
-from mirror.model import RepoKey
 
-if TYPE_CHECKING:
-    from mirror.node import Node
 
 log = logging.getLogger("mirror.metrics")
 
@@ -79,30 +75,6 @@ def lower_is_better(name: str) -> bool:
 def client_hash(key: str) -> str:
     """What version_clients stores of a client key (it may hold an address)."""
     return hashlib.sha256(b"model-mirror client\0" + key.encode("utf-8", "replace")).hexdigest()[:16]
-
-
-async def resolve_version(node: "Node", key: RepoKey, rev: str | None, client_key: str = "") -> tuple[int, str]:
-    """(repo row id, commit) of a revision named by a report or a query: a commit, a
-    branch or tag known here, a release, or an alias. An alias names its stable commit,
-    except for a report made for a client (`client_key`): with a canary running, the
-    value belongs to the side that client is served (the same sticky split)."""
-    if rev and client_key:
-        repo = await node.catalog.repos.repo_id(key, create=False)
-        pick = await node.channels.table.pick(repo, rev, client_key) if repo is not None else None
-        if pick is not None and repo is not None:
-            return repo, pick.commit
-    target = await node.channels.target(key, rev, ANONYMOUS, online=False)
-    return target.repo, target.commit
-
-
-async def tell_canary(node: "Node", repo: int, commit: str) -> None:
-    """After a report: a canary whose canary side is this version decides now. The
-    values are recorded whatever it says (a failure is logged, not answered: the
-    reporter must not send them twice)."""
-    try:
-        await node.canary.on_report(repo, commit)
-    except Exception:
-        log.exception("the canary check after a metrics report failed")
 
 
 class VersionMetrics:

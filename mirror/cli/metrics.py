@@ -74,7 +74,6 @@ def parse_values(items: list[str]) -> list[tuple[str, float]]:
 
 async def run_record(args: argparse.Namespace) -> int:
     from mirror.admin.revisions import parse_spec
-    from mirror.channels.metrics import resolve_version, tell_canary
 
     key, rev = parse_spec(args.spec, args.repo_type)
     if rev is None:
@@ -82,13 +81,13 @@ async def run_record(args: argparse.Namespace) -> int:
     values, actor = parse_values(args.values), cli_actor()
     at = parse_when(args.time, time.time()) if args.time is not None else None
     async with node_for(args) as node:
-        repo, commit = await resolve_version(node, key, rev, f"id:{args.client}" if args.client else "")
+        repo, commit = await node.channels.version_of(key, rev, f"id:{args.client}" if args.client else "")
         vm = node.version_metrics
         await vm.record_all([vm.report(repo, commit, name, value, client=args.client, at=at, reporter=actor)
                              for name, value in values])
         names = sorted({name for name, _ in values})
         node.audit.record(actor, "metrics.record", f"{key}@{commit}", names=names[:50], values=len(values))
-        await tell_canary(node, repo, commit)
+        await node.canary.after_report(repo, commit)
     if args.json:
         print_json({"repo": key.repo_id, "repo_type": key.repo_type, "revision": rev, "commit": commit,
                     "recorded": len(values)})
@@ -99,13 +98,12 @@ async def run_record(args: argparse.Namespace) -> int:
 
 async def run_show(args: argparse.Namespace) -> int:
     from mirror.admin.revisions import parse_spec
-    from mirror.channels.metrics import resolve_version
 
     key, rev = parse_spec(args.spec, args.repo_type)
     if rev is None:
         raise UsageError("name the version: REPO@REV")
     async with node_for(args) as node:
-        repo, commit = await resolve_version(node, key, rev)
+        repo, commit = await node.channels.version_of(key, rev)
         out = await node.version_metrics.summary(repo, commit)
     if args.json:
         print_json({"repo": key.repo_id, "repo_type": key.repo_type, "revision": rev, **out})
@@ -127,14 +125,13 @@ async def run_show(args: argparse.Namespace) -> int:
 
 async def run_compare(args: argparse.Namespace) -> int:
     from mirror.admin.revisions import parse_spec
-    from mirror.channels.metrics import resolve_version
 
     key, rev = parse_spec(args.repo, args.repo_type)
     if rev is not None:
         raise UsageError("compare takes REPO A B (the revisions as separate arguments)")
     async with node_for(args) as node:
-        repo, a = await resolve_version(node, key, args.a)
-        _repo, b = await resolve_version(node, key, args.b)
+        repo, a = await node.channels.version_of(key, args.a)
+        _repo, b = await node.channels.version_of(key, args.b)
         out = await node.version_metrics.compare(repo, a, b, args.metric)
     if args.json:
         print_json({"repo": key.repo_id, "repo_type": key.repo_type, "a_revision": args.a, "b_revision": args.b, **out})

@@ -21,7 +21,6 @@ from typing import Any
 
 from aiohttp import web
 
-from mirror.channels.metrics import resolve_version, tell_canary
 from mirror.errors import BadRequest
 from mirror.http.admin_io import audit, body, json_ok, node, repo_spec, text
 from mirror.http.auth import GATE
@@ -38,7 +37,7 @@ async def _version(request: web.Request, key: RepoKey, rev: str | None, client: 
     caller = caller_of(request)
     await request.app[GATE].admit(caller, "hub.read", key, target=str(key))
     sticky = "" if client is None else (f"id:{client}" if client else caller.client_key)
-    return await resolve_version(node(request), key, rev, sticky)
+    return await node(request).channels.version_of(key, rev, sticky)
 
 
 async def report(request: web.Request) -> web.Response:
@@ -80,7 +79,7 @@ async def report(request: web.Request) -> web.Response:
     for (_repo, commit), (key, names) in groups.items():
         audit(request, "metrics.record", f"{key}@{commit}", names=sorted(set(names))[:50], values=len(names))
     for repo, commit in groups:
-        await tell_canary(node(request), repo, commit)
+        await node(request).canary.after_report(repo, commit)
     commits = sorted({commit for _repo, commit in groups})
     return web.json_response({"recorded": len(reports), "commit": commits[0] if len(commits) == 1 else None,
                               "commits": commits}, status=201)

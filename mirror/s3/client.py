@@ -53,7 +53,7 @@ import obstore
 from obstore.exceptions import AlreadyExistsError, PreconditionError
 from obstore.store import S3Store
 
-from mirror.config import S3Config
+from mirror.s3.url import S3Config
 from mirror.errors import BucketUnavailable, BucketWriteFailed, MirrorError
 from mirror.s3.credentials import Credentials
 from mirror.s3.url import S3Url, endpoint_for

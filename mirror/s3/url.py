@@ -20,17 +20,31 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from mirror.errors import ConfigError
 
-if TYPE_CHECKING:
-    from mirror.config import Config, S3Config
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]{1,200}", re.ASCII)
 _IPV4 = re.compile(r"\d+\.\d+\.\d+\.\d+", re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class S3Config:
+    """How to reach object storage, shared by every s3:// URL ([store] url, [archive] url)."""
+
+    # A custom endpoint (MinIO, Ceph RGW, R2): "https://minio.example:9000"; "" = AWS.
+    endpoint: str = ""
+    # "" = AWS_REGION / AWS_DEFAULT_REGION from the environment, else us-east-1.
+    region: str = ""
+    # "path" (https://host/bucket/key) or "virtual" (https://bucket.host/key).
+    addressing: str = "path"
+    # The AWS credentials format, mode 0600; "" = the environment or the instance profile.
+    credentials_file: str = ""
+    # Seconds per request attempt, and retries of a failed attempt (bounded; s3/client.py).
+    timeout: float = 30.0
+    retries: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +75,7 @@ class S3Url:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
 
-def endpoint_for(settings: "S3Config", bucket: str) -> str:
+def endpoint_for(settings: S3Config, bucket: str) -> str:
     """The endpoint URL a client is given: a custom endpoint as written for path style;
     with virtual-host style, the bucket becomes the first label of its host
     (https://minio.example -> https://models.minio.example). "" = AWS's default, which
@@ -75,16 +89,16 @@ def endpoint_for(settings: "S3Config", bucket: str) -> str:
     return f"{scheme}://{bucket}.{host}"
 
 
-def check_config(cfg: "Config") -> None:
-    """ConfigError naming the key when the object-storage settings cannot work."""
-    store, s3 = cfg.store, cfg.s3
-    if store.backend not in ("local", "s3"):
-        raise ConfigError(f"key 'store.backend' must be \"local\" or \"s3\", got {store.backend[:30]!r}")
-    if store.backend == "s3" and not store.url:
+def check_config(backend: str, store_url: str, archive_url: str, s3: S3Config) -> None:
+    """ConfigError naming the key when the object-storage settings ([store] backend and
+    url, [archive] url, [s3]) cannot work."""
+    if backend not in ("local", "s3"):
+        raise ConfigError(f"key 'store.backend' must be \"local\" or \"s3\", got {backend[:30]!r}")
+    if backend == "s3" and not store_url:
         raise ConfigError("key 'store.backend' = \"s3\" needs 'store.url' (s3://bucket/prefix)")
-    if store.backend == "local" and store.url:
+    if backend == "local" and store_url:
         raise ConfigError("key 'store.url' is used only with store.backend = \"s3\"")
-    for key, url in (("store.url", store.url), ("archive.url", cfg.archive.url)):
+    for key, url in (("store.url", store_url), ("archive.url", archive_url)):
         if url:
             S3Url.parse(url, key)
     if s3.endpoint and not re.fullmatch(r"https?://[^\s/?#@]+/?", s3.endpoint, re.ASCII):
