@@ -53,8 +53,11 @@ def make_token(m: MirrorDaemon) -> str:
     return str(json.loads(out.stdout)["token"])
 
 
-async def fetch_all(base: str, paths: list[str], token: str | None, total: int, concurrency: int) -> tuple[float, int]:
-    """(requests per second, failures) for `total` GETs cycling over `paths`."""
+async def fetch_all(base: str, paths: list[str], token: str | None, total: int, concurrency: int, *,
+                    client_ids: bool = False, seen: set[str] | None = None) -> tuple[float, int]:
+    """(requests per second, failures) for `total` GETs cycling over `paths`. With
+    `client_ids`, request i sends X-Client-Id client-<i % 997> (a canary split); `seen`
+    collects the X-Repo-Commit of every answer."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     conn = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(base, connector=conn, headers=headers, auto_decompress=False) as s:
@@ -66,9 +69,12 @@ async def fetch_all(base: str, paths: list[str], token: str | None, total: int, 
             while next_i < total:
                 i = next_i
                 next_i += 1
-                async with s.get(paths[i % len(paths)]) as r:
+                extra = {"X-Client-Id": f"client-{i % 997}"} if client_ids else None
+                async with s.get(paths[i % len(paths)], headers=extra) as r:
                     await r.read()
                     failures += r.status != 200
+                    if seen is not None:
+                        seen.add(r.headers.get("X-Repo-Commit", ""))
 
         t = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))

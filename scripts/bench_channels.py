@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.update(NO_PROXY="127.0.0.1")
 
-import aiohttp  # noqa: E402
 
+from scripts.bench_auth import fetch_all  # noqa: E402
 from scripts.bench_proxy import HubProcess, cpu_seconds  # noqa: E402
 from tests.daemon import MirrorDaemon  # noqa: E402
 
@@ -49,29 +49,6 @@ def cli(m: MirrorDaemon, *argv: str) -> dict:
     out = subprocess.run([sys.executable, "-m", "mirror", *argv, "--json", "--config", str(m.config_path)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
-
-
-async def fetch_all(base: str, paths: list[str], total: int, concurrency: int) -> tuple[float, int, set[str]]:
-    """(requests per second, failures, commits served) for `total` GETs over `paths`."""
-    conn = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(base, connector=conn, auto_decompress=False) as s:
-        failures = 0
-        next_i = 0
-        commits: set[str] = set()
-
-        async def worker() -> None:
-            nonlocal failures, next_i
-            while next_i < total:
-                i = next_i
-                next_i += 1
-                async with s.get(paths[i % len(paths)], headers={"X-Client-Id": f"client-{i % 997}"}) as r:
-                    await r.read()
-                    failures += r.status != 200
-                    commits.add(r.headers.get("X-Repo-Commit", ""))
-
-        t = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return total / (time.perf_counter() - t), failures, commits
 
 
 async def lookup_cost(work: Path, n: int = 50000) -> tuple[float, float]:
@@ -127,7 +104,7 @@ def main() -> int:
         m = MirrorDaemon(work / "data", hub.url, server={"access_log": False}).start()
         names = list(files)
         for sha in (sha1, sha2):  # warm both commits
-            _r, failed, _c = asyncio.run(fetch_all(m.url, [f"/{REPO}/resolve/{sha}/{n}" for n in names], len(names), 4))
+            _r, failed = asyncio.run(fetch_all(m.url, [f"/{REPO}/resolve/{sha}/{n}" for n in names], None, len(names), 4))
             assert failed == 0, f"{failed} warm-up requests failed"
         cli(m, "alias", "set", REPO, "prod", sha1, "--reason", "bench")
         cli(m, "alias", "set", REPO, "serve", sha1, "--reason", "bench")
@@ -142,11 +119,11 @@ def main() -> int:
         for i in range(args.rounds):
             for kind in order[i % 3:] + order[:i % 3]:  # each kind goes first as often
                 c0 = cpu_seconds(m.proc.pid)  # type: ignore[union-attr]
-                r, failed, commits = asyncio.run(fetch_all(m.url, paths[kind], args.requests, args.concurrency))
+                r, failed = asyncio.run(fetch_all(m.url, paths[kind], None, args.requests, args.concurrency,
+                                                  client_ids=True, seen=served[kind]))
                 cpu[kind].append((cpu_seconds(m.proc.pid) - c0) / args.requests * 1e6)  # type: ignore[union-attr]
                 assert failed == 0, f"{failed} requests failed ({kind})"
                 rps[kind].append(r)
-                served[kind] |= commits
         upstream = len(hub.counters()["requests"]) - before  # type: ignore[arg-type]
         alias_us, canary_us = asyncio.run(lookup_cost(work))
     finally:

@@ -18,12 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable
 
+from mirror.admin.revisions import local_commit
 from mirror.audit.log import AuditLog
 from mirror.caller import ANONYMOUS, Caller
 from mirror.catalog import Catalog
 from mirror.catalog.channels import AliasEvent, AliasRow, Change
 from mirror.channels.metrics import check_name
-from mirror.channels.names import alias_name, looks_like_commit
+from mirror.channels.names import alias_name
 from mirror.channels.plan import CanaryPlan
 from mirror.channels.shadow import Unknown, UpstreamNames
 from mirror.channels.split import canary_salt
@@ -32,7 +33,7 @@ from mirror.channels.webhook import announcement
 from mirror.clock import Clock
 from mirror.errors import AliasNotFound, BadRequest, Conflict, RepoNotFound, RevisionNotFound
 from mirror.model import RepoKey
-from mirror.resolve.metadata import FULL_SHA, Metadata
+from mirror.resolve.metadata import Metadata
 
 # Actions that move the stable target forward (undone by a rollback).
 FORWARD = ("set", "canary-promote")
@@ -84,7 +85,10 @@ class Channels:
             if rel is not None:
                 return Target(repo, rel.commit, rel.name)
         if repo is not None:
-            local = await self._local(repo, rev)
+            try:
+                _repo, local = await local_commit(self.catalog, key, rev)
+            except (RepoNotFound, RevisionNotFound):
+                local = None
             if local is not None and await self.catalog.repos.get_listing(repo, local) is not None:
                 return Target(repo, local)
         if not online:
@@ -105,19 +109,6 @@ class Channels:
                 return repo, pick.commit
         target = await self.target(key, rev, ANONYMOUS, online=False)
         return target.repo, target.commit
-
-    async def _local(self, repo: int, rev: str | None) -> str | None:
-        refs = await self.catalog.repos.refs_of(repo)
-        if rev is None:
-            return refs.get("") or refs.get("main")
-        if rev in refs:
-            return refs[rev]
-        if FULL_SHA.fullmatch(rev):
-            return rev if rev in await self.catalog.repos.commits_of(repo) else None
-        if looks_like_commit(rev):
-            found = await self.catalog.repos.find_commit(repo, rev)
-            return found[0] if len(found) == 1 else None
-        return None
 
     async def check_shadow(self, key: RepoKey, name: str, caller: Caller, force: bool) -> None:
         """Refuse a local name upstream also uses (a branch or tag), unless forced."""

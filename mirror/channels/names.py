@@ -52,5 +52,3 @@ def alias_name(name: str) -> str:
     return name
 
 
-def looks_like_commit(rev: str) -> bool:
-    return bool(_HEXISH.fullmatch(rev))

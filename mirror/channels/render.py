@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from mirror.catalog.channels import AliasEvent, AliasRow, Release
+from mirror.catalog.channels import AliasEvent, AliasRow, Change, Release
 from mirror.model import RepoKey
 
 
@@ -44,6 +44,19 @@ def event_json(ev: AliasEvent) -> dict[str, Any]:
         "id": ev.id, "at": iso(ev.at), "time": ev.at, "actor": ev.actor, "action": ev.action, "from": ev.from_sha,
         "to": ev.to_sha, "canary": ev.canary, "weight": ev.weight, "reason": ev.reason, "detail": ev.detail,
     }
+
+
+def change_json(key: RepoKey, change: Change | None, row: AliasRow | None) -> dict[str, Any]:
+    """What a change command answers: whether anything changed, how, and the alias now."""
+    return {"changed": change is not None, "action": change.action if change else None,
+            "alias": alias_json(key, row) if row is not None else None}
+
+
+def at_json(key: RepoKey, alias: str, when: float, ev: AliasEvent | None) -> dict[str, Any]:
+    """What `alias at` answers: the state the alias was in at `when` (all None before it existed)."""
+    return {"repo": key.repo_id, "alias": alias, "time": iso(when), "commit": ev.to_sha if ev else None,
+            "canary": ev.canary if ev else None, "weight": ev.weight if ev else 0.0,
+            "since": iso(ev.at) if ev else None, "event": event_json(ev) if ev else None}
 
 
 def alias_line(row: AliasRow) -> str:

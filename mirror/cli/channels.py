@@ -187,8 +187,7 @@ async def run_release_delete(args: argparse.Namespace) -> int:
 
 def _print_change(args: argparse.Namespace, key: RepoKey, change: Any, row: Any) -> None:
     if args.json:
-        print_json({"changed": change is not None, "action": change.action if change else None,
-                    "alias": render.alias_json(key, row) if row is not None else None})
+        print_json(render.change_json(key, change, row))
     elif change is None:
         print(f"{key} {args.alias} unchanged: " + render.alias_line(row))
     else:
@@ -251,10 +250,7 @@ async def run_alias_at(args: argparse.Namespace) -> int:
         when = parse_when(args.time, node.clock.now())
         ev = await node.channels.at(key, args.alias, when)
     if args.json:
-        print_json({"repo": key.repo_id, "alias": args.alias, "time": render.iso(when),
-                    "commit": ev.to_sha if ev else None, "canary": ev.canary if ev else None,
-                    "weight": ev.weight if ev else 0.0, "since": render.iso(ev.at) if ev else None,
-                    "event": render.event_json(ev) if ev else None})
+        print_json(render.at_json(key, args.alias, when, ev))
     elif ev is None:
         print(f"{key} {args.alias} did not exist at {render.iso(when)}")
     else:

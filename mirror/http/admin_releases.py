@@ -46,8 +46,7 @@ def _object(data: dict[str, Any], name: str) -> dict[str, Any]:
 
 async def _changed(request: web.Request, key: RepoKey, name: str, change: Change | None) -> web.Response:
     row = await node(request).catalog.channels.alias(await node(request).channels.repo(key), name)
-    return json_ok({"changed": change is not None, "action": change.action if change else None,
-                    "alias": render.alias_json(key, row) if row is not None else None})
+    return json_ok(render.change_json(key, change, row))
 
 
 def _caller(request: web.Request) -> Caller:
@@ -122,9 +121,7 @@ async def alias_at(request: web.Request) -> web.Response:
     if not math.isfinite(when):
         raise BadRequest("'time' must be unix seconds")
     ev = await node(request).channels.at(key, text(q, "alias", limit=64), when)
-    return json_ok({"repo": key.repo_id, "alias": q["alias"], "time": render.iso(when),
-                    "commit": ev.to_sha if ev else None, "canary": ev.canary if ev else None,
-                    "weight": ev.weight if ev else 0.0, "event": render.event_json(ev) if ev else None})
+    return json_ok(render.at_json(key, q["alias"], when, ev))
 
 
 async def set_alias(request: web.Request) -> web.Response:
