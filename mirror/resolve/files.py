@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, Protocol, Sequence
+from typing import AsyncIterator, Awaitable, Callable, Protocol, Sequence
 
 from mirror.caller import Caller
 from mirror.catalog.content import ContentCatalog
@@ -68,7 +68,7 @@ class Source(Protocol):
 class StoreSource:
     manifest: Manifest
     reader: ChunkReader
-    on_missing: Callable[[str, MirrorError], None]
+    on_missing: Callable[[str, MirrorError], Awaitable[None]]
     kind: str = "store"
 
     async def iter(self, start: int, end: int) -> AsyncIterator[bytes | memoryview]:
@@ -77,7 +77,7 @@ class StoreSource:
                 yield piece
         except (ChunkMissing, CorruptChunk) as exc:
             # Collected, evicted or rotten under us: the next request fetches again.
-            self.on_missing(self.manifest.identity, exc)
+            await self.on_missing(self.manifest.identity, exc)
             raise
 
 
@@ -180,21 +180,19 @@ class Files:
         await direct.open()
         return direct
 
-    def forget(self, identity: str, cause: MirrorError | None = None) -> None:
+    async def forget(self, identity: str, cause: MirrorError | None = None) -> None:
         """Stop trusting the stored copy of a content; a rotten chunk is quarantined
-        (threat-model C6), so the next request fetches the file again."""
-        self._present.pop(identity, None)
-        self.content.forget(identity)
+        (threat-model C6) before the reader's error reaches its client, so a retry
+        fetches the file again and never meets the rotten frame."""
         if isinstance(cause, CorruptChunk):
             log.error("integrity: %s; quarantined, %s will be fetched again", cause.message, identity)
             # Off the event loop: with a bucket behind the store this is network calls.
             try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.store.quarantine(cause.chunk_id)
-                return
-            fut = loop.run_in_executor(None, self.store.quarantine, cause.chunk_id)
-            fut.add_done_callback(_log_quarantine_failure)
+                await asyncio.get_running_loop().run_in_executor(None, self.store.quarantine, cause.chunk_id)
+            except (MirrorError, OSError, ValueError) as exc:
+                log.warning("cannot quarantine a rotten chunk: %s", getattr(exc, "message", exc))
+        self._present.pop(identity, None)
+        self.content.forget(identity)
 
     async def stored_manifest(self, identity: str) -> Manifest | None:
         man = await self.content.get_manifest(identity)
@@ -217,9 +215,3 @@ class Files:
             self.content.forget(identity)
             return None
         return man
-
-
-def _log_quarantine_failure(fut: "asyncio.Future[bool]") -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        exc = fut.exception()
-        log.warning("cannot quarantine a rotten chunk: %s", getattr(exc, "message", exc))
