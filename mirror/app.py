@@ -29,7 +29,8 @@ from mirror.http.caller import caller_middleware
 from mirror.http.context import AUDIT, CONFIG, COUNTERS, FILES, METADATA, NODE, PASSTHROUGH, VERSIONS
 from mirror.http.listen import Listener, listen, listen_tcp
 from mirror.http.metrics import METRICS, metrics_middleware, metrics_routes, on_prepare
-from mirror.http.middleware import ACCESS_LOG_ON, ERROR_PAGE, access_middleware, echo_request_id, errors_middleware
+from mirror.http.accesslog import AccessLog
+from mirror.http.middleware import ACCESS_LOG, ERROR_PAGE, access_middleware, echo_request_id, errors_middleware
 from mirror.http.peer_api import PEER_AUTH, PEER_KEY, PEER_SERVICE, PEER_TABLE, peer_routes
 from mirror.http.routes import AdminRoute, setup_routes
 from mirror.http.tls import server_context
@@ -59,7 +60,8 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     if config.server.metrics:
         app.on_response_prepare.append(on_prepare)
     app.on_response_prepare.append(echo_request_id)
-    app[ACCESS_LOG_ON] = config.server.access_log
+    if config.server.access_log:
+        app[ACCESS_LOG] = AccessLog()  # after the daemon configured logging (cli/serve.py)
     app[CONFIG] = config
     app[ALLOWLIST] = Allowlist(config.server.allow)
     app[RENDERER] = Renderer()
@@ -176,3 +178,5 @@ async def serve(config: Config) -> None:
         if admin_listener is not None:
             admin_listener.remove_socket()
         await runner.cleanup()
+        if ACCESS_LOG in app:
+            app[ACCESS_LOG].flush()  # the last turn's lines, should the loop end before its callback

@@ -30,6 +30,8 @@ import time
 from typing import Callable
 
 MAX_MESSAGE = 2000
+# The daemon's text log layout (cli/__init__.py; http/accesslog.py writes the same).
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 TRACE_PREFIX = "    | "
 BURST = 10
 WINDOW = 60.0

@@ -20,6 +20,7 @@ from mirror import __version__
 from mirror.cli import (admin, audit, bundle, channels, doctor, hfcache, inspect, keys, lifecycle, metrics, peers, pins,
                         quarantine, serve, sync, tokens, webhook)
 from mirror.errors import MirrorError
+from mirror.logsafe import TEXT_FORMAT
 
 _GROUPS = [serve, sync, inspect, pins, hfcache, doctor, bundle, keys, peers, tokens, admin, lifecycle, audit, quarantine,
            channels, metrics, webhook]
@@ -45,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", brief=not args.verbose))
+    handler.setFormatter(_LogFormatter(TEXT_FORMAT, brief=not args.verbose))
     # -v before or after the command
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     logging.getLogger("aiosqlite").setLevel(logging.INFO)  # at DEBUG it logs every statement

@@ -11,7 +11,7 @@ not a 500.
 
 Every request has an id: the client's `X-Request-Id` when it is a plain token (at most
 64 characters of letters, digits and `._:-`, and not shaped like a Hub or API token,
-which never reaches a log), else a new random one. It is echoed as `X-Request-Id` on
+which never reaches a log), else a new one (`request_id`). It is echoed as `X-Request-Id` on
 every response, errors included (`echo_request_id`, an `on_response_prepare` hook, so
 streamed and aiohttp-made responses carry it too). The access line carries it with the
 route group (the action of the permission table the route performs), the source of a
@@ -22,20 +22,21 @@ on the record (`record.access`) for the JSON log format (mirror/jsonlog.py).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import secrets
 import time
-from typing import Any, Awaitable, Callable, Optional
+from typing import Awaitable, Callable, Optional
 
 from aiohttp import web
 
 from mirror.errors import MirrorError
+from mirror.http.accesslog import AccessLog
 from mirror.http.auth import ROUTE_ACTIONS
 from mirror.logsafe import SECRETS, escape
 
 log = logging.getLogger("mirror.http")
-access_log = logging.getLogger("mirror.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -101,14 +102,19 @@ def client_aborted(request: web.Request, sent: int) -> None:
 SOURCE = web.RequestKey("source", str)
 REQUEST_ID = web.RequestKey("request_id", str)
 _CACHE = {"store": "hit", "fill": "miss", "direct": "bypass"}
+_ID_PREFIX = secrets.token_hex(4)
+_ID_COUNTER = itertools.count(1)
 _GOOD_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}", re.ASCII)
 
 
 def request_id(incoming: str | None) -> str:
-    """The client's id when it is a plain token that cannot be a secret, else a new one."""
+    """The client's id when it is a plain token that cannot be a secret, else a new one:
+    16 hex digits, a random prefix drawn when the process starts and a counter (unique
+    in the process, and unlikely to repeat across restarts and nodes; a fresh random id
+    per request cost a getrandom call each)."""
     if incoming and _GOOD_ID.fullmatch(incoming) and not SECRETS.search(incoming):
         return incoming
-    return secrets.token_hex(8)
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFF:08x}"
 
 
 async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
@@ -143,7 +149,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     finally:
         if _ABORTED in request:
             status, size = CLIENT_CLOSED, request[_ABORTED]
-        if request.app.get(ACCESS_LOG_ON, True) and not (status < 400 and request.get(QUIET)):
+        if ACCESS_LOG in request.app and not (status < 400 and request.get(QUIET)):
             _log_access(request, status, size, (time.perf_counter() - start) * 1000)
 
 
@@ -151,7 +157,7 @@ def _log_access(request: web.Request, status: int, size: int, ms: float) -> None
     route = request.match_info.route
     spec = request.app.get(ROUTE_ACTIONS, {}).get(route.handler) if route is not None else None
     source = request.get(SOURCE, "-")
-    fields: dict[str, Any] = {
+    request.app[ACCESS_LOG].write({
         "remote": escape(request.remote or "-", 100),
         "method": escape(request.method, 20),
         "path": escape(request.rel_url.path, 300).replace('"', "\\x22"),  # quotes delimit the field
@@ -162,11 +168,8 @@ def _log_access(request: web.Request, status: int, size: int, ms: float) -> None
         "group": spec[0] if spec else "-",
         "source": source,
         "cache": _CACHE.get(source, "-"),
-    }
-    access_log.info(
-        '%s "%s %s" %d %d %.1fms id=%s group=%s source=%s cache=%s',
-        *fields.values(), extra={"access": fields},
-    )
+    })
 
 
-ACCESS_LOG_ON = web.AppKey("access_log_on", bool)
+# The access line writer (http/accesslog.py); absent when `[server] access_log = false`.
+ACCESS_LOG = web.AppKey("access_log", AccessLog)
