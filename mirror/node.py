@@ -157,18 +157,18 @@ async def open_node(config: Config, *, clock: Clock | None = None, recover_temps
         if n:
             log.info("recovery: removed %d temp files of interrupted writes", n)
     policy = Policy.from_config(config.lifecycle)
-    packs = archive_tier(config, layout, s3_credentials)
+    key = NodeKey.load_or_create(layout.keys)
+    packs = archive_tier(config, layout, s3_credentials, key.public_hex)
     backend = chunk_backend(config, layout, s3_credentials)
     store = ChunkStore(backend, layout.tmp, layout.quarantine, archive=packs, compress=config.store.compression)
     # [store] backend = "s3": a bucket other nodes may share (manifests, references, GC).
     bucket = backend.durable.client if isinstance(backend, CachedBackend) else None
     catalog = await Catalog.open(layout.catalog_db, clock)
     try:
-        key = NodeKey.load_or_create(layout.keys)
         if key.public_hex not in await catalog.meta.trusted():  # no write at each start: a full disk must not stop one
             await catalog.meta.trust(key.public_hex, "this node")
     except BaseException:
-        await catalog.close()  # a refused key must not leak the catalog's connection
+        await catalog.close()  # a refused trust write must not leak the catalog's connection
         raise
     executor = ThreadPoolExecutor(max_workers=config.store.workers, thread_name_prefix="store")
     write_executor = ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="store-write")

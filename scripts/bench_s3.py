@@ -91,7 +91,7 @@ def main() -> None:
             layout = open_layout(tmp / "arch")
 
             def packs() -> S3PackStore:
-                return S3PackStore(moto.client(bucket, "a", endpoint=proxy.url), layout.tmp, layout.pack_index)
+                return S3PackStore(moto.client(bucket, "a", endpoint=proxy.url), layout.tmp, layout.pack_index, "b" * 64)
 
             # 1. Archive.
             archive = packs()

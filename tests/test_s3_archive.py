@@ -114,3 +114,43 @@ def test_archive_to_a_bucket_verified_read_in_ranges_and_thawed(hub: FakeHub, mo
                 m.stop()
     for line in m.log:
         assert SECRET_KEY not in line, line
+
+
+def test_two_nodes_on_one_archive_prefix_cannot_collect_each_others_packs(hub: FakeHub, moto_s3: MotoS3,
+                                                                          tmp_path: Path) -> None:
+    """Two nodes given the same `[archive] url`: the first to upload owns the prefix
+    (`packs-owner`, mirror/s3/layout.py). The second's archive run and GC refuse with one
+    line naming the owner, instead of its GC deleting the first node's packs as orphans;
+    the first node's archived file still reads back."""
+    body = rand(3 * MiB + 7, 32)
+    hub.commit("org/shared", {"model.safetensors": body})
+    bucket = moto_s3.bucket("owned")
+    url = f"s3://{bucket}/arch"
+    s3 = {"endpoint": moto_s3.url, "region": "us-east-1", "retries": 1, "timeout": 10.0}
+    a = MirrorDaemon(tmp_path / "a", hub.url, env=ENV, archive={"url": url}, lifecycle={"keep_revisions": 0}, s3=s3)
+    b = MirrorDaemon(tmp_path / "b", hub.url, env=ENV, archive={"url": url}, lifecycle={"keep_revisions": 0}, s3=s3)
+    for m in (a, b):
+        pulled = _cli(m, "pull", "org/shared", "--json")
+        assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    done = _cli(a, "archive", "--older-than", "0s", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    packs = sorted(k for k in moto_s3.keys(bucket) if k.startswith("arch/packs/"))
+    assert len(packs) == 1 and f"arch/{'packs-owner'}" in moto_s3.keys(bucket)
+
+    for argv in (("archive", "--older-than", "0s"), ("gc",)):
+        refused = _cli(b, *argv)
+        assert refused.returncode != 0, (argv, refused.stdout + refused.stderr)
+        lines = [line for line in refused.stderr.splitlines() if "belong to node" in line]
+        assert len(lines) == 1 and "not this node" in lines[0] and "[archive] url" in lines[0], refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert sorted(k for k in moto_s3.keys(bucket) if k.startswith("arch/packs/")) == packs  # nothing deleted
+    assert _hot_files(tmp_path / "b") > 0  # b kept its hot copies: its archive run stopped before any flip
+
+    try:
+        a.start()
+        got = Path(hf_hub_download("org/shared", "model.safetensors", endpoint=a.url, cache_dir=tmp_path / "c")).read_bytes()
+        assert got == body and _hot_files(tmp_path / "a") == 0  # read from a's pack in the bucket
+    finally:
+        a.stop()
+    gc = _cli(a, "gc", "--json")  # the owner's own GC still works on its prefix
+    assert gc.returncode == 0, gc.stdout + gc.stderr

@@ -29,6 +29,13 @@ Under the URL's prefix (`s3://bucket/<prefix>/`, mirror/s3/url.py):
                              removed by its node's GC or repack. The packs under a prefix
                              belong to ONE node (its catalog records them; its GC deletes
                              the ones it never recorded): give each node its own prefix
+    packs-owner              "model-mirror packs owner 1\n<node key>\n": the node whose
+                             packs these are, written create-only by the first node that
+                             uploads or deletes a pack under the prefix. Another node
+                             refuses to do either there (`claim_packs`), so two nodes
+                             given one `[archive] url` cannot collect each other's packs.
+                             To hand a prefix to a new node (the old one is gone for
+                             good), delete this object with any S3 tool
 
 Names are built only from validated hex ids (threat-model I1); a key any other way is
 refused. Names a later format adds (archive packs) go here, with the version raised when an existing name or format changes.
@@ -42,7 +49,7 @@ from __future__ import annotations
 
 import re
 
-from mirror.errors import ConfigError
+from mirror.errors import ConfigError, StorageError
 from mirror.manifest import IDENTITY_RE
 from mirror.s3.client import S3Client
 from mirror.store.layout import is_chunk_id
@@ -56,9 +63,11 @@ REFS = "refs"
 GC_LEASE = "gc/lease"
 GC_CANDIDATES = "gc/candidates"
 PACKS = "packs"
+PACKS_OWNER = "packs-owner"
 
 _MARKER = re.compile(rb"model-mirror bucket (\d+)\n?")
 _NODE_KEY = re.compile(r"[0-9a-f]{64}", re.ASCII)
+_OWNER = re.compile(rb"model-mirror packs owner 1\n([0-9a-f]{64})\n?")
 
 
 def chunk_key(cid: str) -> str:
@@ -130,3 +139,23 @@ def ensure_format(client: S3Client) -> int:
         raise ConfigError(f"{client.url}: bucket format {version} is newer than this build's ({BUCKET_FORMAT}); "
                            f"upgrade model-mirror")
     return version
+
+
+def claim_packs(client: S3Client, node_key: str) -> None:
+    """Make sure the packs under this prefix are `node_key`'s: write the owner marker if
+    there is none, then read it. Raises StorageError when another node owns them (or the
+    marker is not ours), and the client's BucketUnavailable / StorageError when the
+    bucket cannot be reached."""
+    if not _NODE_KEY.fullmatch(node_key):
+        raise ValueError(f"not a node key: {node_key[:80]!r}")
+    client.put(PACKS_OWNER, f"model-mirror packs owner 1\n{node_key}\n".encode(), create=True)
+    got = client.get(PACKS_OWNER, 0, 256)
+    m = _OWNER.fullmatch(got.data) if got is not None else None
+    if m is None:
+        raise StorageError(f"{client.url}/{PACKS_OWNER} is not a model-mirror packs owner marker; "
+                           f"the archive will not write or delete packs here")
+    owner = m.group(1).decode()
+    if owner != node_key:
+        raise StorageError(f"the archive packs under {client.url} belong to node {owner[:16]}, not this node "
+                           f"({node_key[:16]}): give each node its own [archive] url prefix (or, if that node is "
+                           f"gone for good, delete {client.url}/{PACKS_OWNER})")

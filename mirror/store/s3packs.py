@@ -52,7 +52,7 @@ import blake3
 from mirror import crashpoints
 from mirror.errors import BucketUnavailable, ChunkMissing, StorageError
 from mirror.s3.client import COOLDOWN, S3Client
-from mirror.s3.layout import PACKS, pack_key, pack_name_of_key
+from mirror.s3.layout import PACKS, claim_packs, pack_key, pack_name_of_key
 from mirror.store.fsio import DurableFS
 from mirror.store.packs import (FOOTER_SIZE, PACK_MAGIC, PackWriter, dead_temp, index_offset_of, is_pack_name, pack_tail,
                                 tail_index)
@@ -93,8 +93,13 @@ class S3PackWriter(PackWriter):
 class S3PackStore:
     """The archive tier in a bucket. Thread-safe. See the module docstring."""
 
-    def __init__(self, client: S3Client, staging: Path, index_dir: Path, fs: DurableFS | None = None) -> None:
+    def __init__(self, client: S3Client, staging: Path, index_dir: Path, owner: str,
+                 fs: DurableFS | None = None) -> None:
+        """`owner`: this node's key (hex); the packs under the prefix must be its own
+        (mirror/s3/layout.py `packs-owner`) before it uploads or deletes one."""
         self.client = client
+        self.owner = owner
+        self._claimed = False
         self.staging = staging
         self.index_dir = index_dir
         self.fs = fs or DurableFS()
@@ -135,7 +140,19 @@ class S3PackStore:
             raise
         return writer
 
+    def _claim(self) -> None:
+        """Raise StorageError unless the packs under the prefix are this node's (checked
+        once per process: one small PUT and GET)."""
+        if self._claimed:
+            return
+        try:
+            claim_packs(self.client, self.owner)
+        except BucketUnavailable as exc:
+            raise StorageError(f"archive: {exc.message}") from None
+        self._claimed = True
+
     def _publish(self, writer: PackWriter) -> Path:
+        self._claim()
         key = pack_key(writer.name)
         digest = _file_hash(writer.tmp)
         try:
@@ -347,6 +364,7 @@ class S3PackStore:
     # --- removal ---------------------------------------------------------------------
 
     def delete(self, name: str) -> None:
+        self._claim()
         self.client.delete(pack_key(name))
         (self.index_dir / f"{name}.idx").unlink(missing_ok=True)
         self.fs.fsync_dir(self.index_dir)
@@ -355,6 +373,7 @@ class S3PackStore:
     def remove_stale_temps(self) -> int:
         """Drop pack temps of writers that are gone, then reconcile the index cache with
         the bucket (an archive run starts here: a bucket that cannot be read stops it)."""
+        self._claim()  # another node's prefix: refused before any work
         removed = 0
         for n in os.listdir(self.staging):
             if dead_temp(n):

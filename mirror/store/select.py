@@ -31,11 +31,11 @@ def chunk_backend(config: Config, layout: Layout, credentials: Credentials | Non
     return CachedBackend(S3Backend(client), local, parse_size(config.store.cache_size))
 
 
-
-def archive_tier(config: Config, layout: Layout, credentials: Credentials | None) -> PackStore | S3PackStore:
+def archive_tier(config: Config, layout: Layout, credentials: Credentials | None, node_key: str) -> PackStore | S3PackStore:
     """`[archive] url`: packs in a bucket (staged in the data dir's tmp/, their indexes
-    cached in pack-index/), else in `[lifecycle] archive_dir` or the data dir's archive/."""
+    cached in pack-index/, owned by the node `node_key`), else in `[lifecycle]
+    archive_dir` or the data dir's archive/."""
     if config.archive.url:
         client = S3Client(S3Url.parse(config.archive.url, "archive.url"), config.s3, credentials=credentials)
-        return S3PackStore(client, layout.tmp, layout.pack_index)
+        return S3PackStore(client, layout.tmp, layout.pack_index, node_key)
     return PackStore(Path(config.lifecycle.archive_dir) if config.lifecycle.archive_dir else layout.archive)
