@@ -133,6 +133,7 @@ class _Rule:
     seconds: float = 0.0
     method: str | None = None
     echo: bool = False  # the error's Message quotes the request's Authorization header
+    path: str | None = None  # only requests whose path contains this
 
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "server", "date"}
@@ -161,9 +162,9 @@ class FaultProxy:
     # --- faults ------------------------------------------------------------------------
 
     def fail(self, n: int, status: int = 503, code: str = "SlowDown", method: str | None = None,
-             echo: bool = False) -> None:
+             echo: bool = False, path: str | None = None) -> None:
         with self._lock:
-            self.rules.append(_Rule("fail", n, status, code, method=method, echo=echo))
+            self.rules.append(_Rule("fail", n, status, code, method=method, echo=echo, path=path))
 
     def stall(self, n: int, seconds: float, method: str | None = None) -> None:
         with self._lock:
@@ -189,10 +190,11 @@ class FaultProxy:
             return sum(1 for m, _p, _q, s in self.requests
                        if (method is None or m == method) and (status is None or s == status))
 
-    def _take(self, method: str) -> _Rule | None:
+    def _take(self, method: str, path: str = "") -> _Rule | None:
         with self._lock:
             for rule in self.rules:
-                if rule.left > 0 and (rule.method is None or rule.method == method):
+                if (rule.left > 0 and (rule.method is None or rule.method == method)
+                        and (rule.path is None or rule.path in path)):
                     rule.left -= 1
                     return rule
             return None
@@ -231,7 +233,7 @@ class FaultProxy:
         body = await request.read()
         with self._lock:
             self.sent += len(body)
-        rule = self._take(request.method)
+        rule = self._take(request.method, request.path)
         if rule is not None and rule.kind == "drop":
             self._record(request, 0)
             assert request.transport is not None

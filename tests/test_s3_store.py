@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hubenv import MiB, rand, sha256  # isort: skip
+from tests.hubenv import MiB, rand, raw, sha256  # isort: skip
 
 from huggingface_hub import hf_hub_download
 
@@ -214,6 +214,9 @@ def test_daemon_on_a_bucket_refills_from_it_and_rides_out_an_outage(hub: FakeHub
             proxy.clear()
             assert pull("model.safetensors", "c2") == one
             assert hub.bytes_sent_for(sha256(one)) == 0  # every byte from the bucket
+            # A stored file's chunks are vouched for without a HEAD each (store/cached.py):
+            # one GET per uncached chunk, nothing more.
+            assert not [r for r in proxy.requests if r[0] == "HEAD" and "/chunks/" in r[1]], proxy.requests
             # No chunk written again (the node publishes its reference set at start: mirror/s3/refs.py).
             assert proxy.count("GET") >= len(chunks)
             assert not [r for r in proxy.requests if r[0] == "PUT" and "/chunks/" in r[1]], proxy.requests
@@ -230,9 +233,47 @@ def test_daemon_on_a_bucket_refills_from_it_and_rides_out_an_outage(hub: FakeHub
                 assert time.monotonic() < deadline, m.log[-20:]
                 time.sleep(0.2)
             assert any("object storage" in line and "503" in line for line in m.log)
+            assert not [r for r in proxy.requests if r[0] == "HEAD" and "/chunks/" in r[1]], proxy.requests
             assert m.proc is not None and m.proc.poll() is None
         finally:
             if m.proc is not None and m.proc.poll() is None:
                 m.stop()
     for line in m.log:
         assert SECRET_KEY not in line and ACCESS_KEY not in line, line
+
+
+def test_a_bucket_that_stops_answering_mid_file_hands_the_stream_to_upstream(hub: FakeHub, moto_s3: MotoS3,
+                                                                           tmp_path: Path) -> None:
+    """A stored file whose chunks are only in the bucket is served without a HEAD per
+    chunk (store/cached.py `vouches_for`); when the bucket stops answering, the same
+    response goes on from upstream, uncached, instead of ending short."""
+    body = rand(4 * MiB + 9, 23)
+    hub.commit("org/o", {"model.safetensors": body})
+    bucket = moto_s3.bucket("outage")
+    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    with FaultProxy(moto_s3.url) as proxy:
+        m = MirrorDaemon(tmp_path / "data", hub.url, env=env,
+                         store={"backend": "s3", "url": f"s3://{bucket}/mirror", "cache_size": "64M"},
+                         s3={"endpoint": proxy.url, "region": "us-east-1", "retries": 0, "timeout": 5.0})
+        url = "/org/o/resolve/main/model.safetensors"
+        try:
+            m.start()
+            assert raw(m.url + url)[2] == body
+            _wait_stored(m.config_path, env, 1)
+            m.stop()
+            shutil.rmtree(tmp_path / "data" / "chunks")  # only the bucket holds the chunks now
+            (tmp_path / "data" / "chunks").mkdir()
+            m.start()
+            proxy.clear()
+            proxy.fail(10**6, 503, "SlowDown", method="GET", path="/chunks/")  # the bucket answers the rest
+            hub.reset_counters()
+            status, _h, got = raw(m.url + url)
+            assert status == 200 and got == body  # one response, whole
+            assert hub.bytes_sent_for(sha256(body)) > 0  # the bytes came from upstream
+            assert any("going on with sha256:" in line and "from other origins uncached" in line for line in m.log), \
+                m.log[-20:]
+            assert not [r for r in proxy.requests if r[0] == "HEAD" and "/chunks/" in r[1]], proxy.requests
+            assert m.proc is not None and m.proc.poll() is None
+        finally:
+            if m.proc is not None and m.proc.poll() is None:
+                m.stop()

@@ -28,7 +28,7 @@ from mirror.caller import Caller
 from mirror.catalog.content import ContentCatalog
 from mirror.catalog.meta import MetaCatalog
 from mirror.clock import Clock
-from mirror.errors import ChunkMissing, CorruptChunk, EntryNotFound, MirrorError, StorageError
+from mirror.errors import BucketUnavailable, ChunkMissing, CorruptChunk, EntryNotFound, MirrorError, StorageError
 from mirror.manifest import Manifest
 from mirror.model import FileEntry, RepoKey
 from mirror.resolve.access import Access
@@ -69,16 +69,27 @@ class StoreSource:
     manifest: Manifest
     reader: ChunkReader
     on_missing: Callable[[str, MirrorError], Awaitable[None]]
+    # When a bucket behind the store stops answering, the client's stream goes on from
+    # the other origins (peers, upstream), uncached; None: the error ends the stream.
+    fallback: Callable[[], DirectSource] | None = None
     kind: str = "store"
 
     async def iter(self, start: int, end: int) -> AsyncIterator[bytes | memoryview]:
+        pos = start
         try:
             async for piece in self.reader.iter_range(self.manifest.chunks, start, end):
+                pos += len(piece)
                 yield piece
         except (ChunkMissing, CorruptChunk) as exc:
             # Collected, evicted or rotten under us: the next request fetches again.
             await self.on_missing(self.manifest.identity, exc)
             raise
+        except BucketUnavailable as exc:
+            if self.fallback is None:
+                raise
+            log.warning("%s; going on with %s from other origins uncached", exc.message, self.manifest.identity)
+            async for piece in self.fallback().iter(pos, end):
+                yield piece
 
 
 @dataclass
@@ -146,7 +157,7 @@ class Files:
         man = await self.stored_manifest(entry.identity)
         if man is not None:
             await self._admit(target, caller, manifest=man)
-            return StoreSource(man, self.reader, self.forget)
+            return StoreSource(man, self.reader, self.forget, lambda: DirectSource(self.origins, target, caller))
         try:
             # The running (or verified) fill of this content, or a new one.
             fill = self.fetcher.start(target, caller)
@@ -204,7 +215,7 @@ class Files:
             return man
         chunk_ids = [c.chunk_id for c in man.chunks]
         loop = asyncio.get_running_loop()
-        present = await loop.run_in_executor(None, lambda: all(self.store.has(c) for c in chunk_ids))
+        present = await loop.run_in_executor(None, lambda: all(self.store.servable(c) for c in chunk_ids))
         if present:
             if len(self._present) > 10_000:
                 self._present.clear()

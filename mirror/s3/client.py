@@ -250,6 +250,11 @@ class S3Client:
             time.sleep(0.2 * (attempt + 1))
         raise self._failed("put", key, exc, BucketWriteFailed)
 
+    def reachable(self) -> bool:
+        """False while a recent call found the bucket unreachable (COOLDOWN), else True;
+        no request."""
+        return time.monotonic() >= self._down_until
+
     def _not_down(self, op: str, key: str, kind: type[MirrorError]) -> None:
         """Fail at once while a recent call found the bucket unreachable (COOLDOWN)."""
         with self._lock:

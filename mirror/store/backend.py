@@ -88,3 +88,10 @@ class CachingBackend(Protocol):
 
     def cached_ids(self) -> Iterator[str]:
         """The ids of the chunks that have a local copy."""
+
+    def vouches_for(self, cid: str) -> bool:
+        """Without a request: True when a read of a chunk some stored manifest names is
+        expected to succeed (a local copy, or the durable store answers: a manifest is
+        stored only after its chunks are durable, and the durable copies of referenced
+        chunks stay). False means only that no local copy exists and the durable store
+        is known to be down now."""

@@ -6,6 +6,10 @@ is `durable` (the bucket, store/s3backend.py) and which keeps copies of chunks i
 
 - get: the local copy when there is one; else one ranged GET from the bucket (no HEAD
   first), and a local copy is kept when the whole object came back.
+- vouches_for (CachingBackend): a local copy, or a bucket not known to be down: no
+  request, so checking that a stored file's chunks are there before serving it (the
+  Files layer) costs no HEAD per uncached chunk. A chunk found missing by the read
+  anyway fails that read like any missing chunk (the file is fetched again).
 - stat: the local copy's, else the bucket's (one HEAD). A bucket that cannot be reached
   answers None: nothing is readable there now, so a reader falls back to other origins
   (peers, upstream) and the daemon keeps serving what it has locally. The client logs
@@ -58,6 +62,9 @@ class CachedBackend:
         return f"CachedBackend({self.durable!r}, cache {self.local.layout.chunks}, limit {self.limit})"
 
     # --- ChunkBackend -----------------------------------------------------------------
+
+    def vouches_for(self, cid: str) -> bool:
+        return self.local.stat(cid) is not None or self.durable.client.reachable()
 
     def stat(self, cid: str) -> ChunkStat | None:
         st = self.local.stat(cid)

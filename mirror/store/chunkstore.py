@@ -219,6 +219,14 @@ class ChunkStore:
         """True when the chunk is readable, hot or archived."""
         return self.backend.stat(cid) is not None or (self.archive is not None and self.archive.has(cid))
 
+    def servable(self, cid: str) -> bool:
+        """`has`, but never a request per chunk to a bucket behind local copies: for a
+        chunk a stored manifest names, its backend's word (CachingBackend.vouches_for),
+        then the archive's index. Used before serving a stored file."""
+        if self._cache is not None:
+            return self._cache.vouches_for(cid) or (self.archive is not None and self.archive.has(cid))
+        return self.has(cid)
+
     def has_hot(self, cid: str) -> bool:
         """True when the chunk is stored in the backend (not only archived)."""
         return self.backend.stat(cid) is not None
