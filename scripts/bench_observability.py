@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Benchmark the cost of observability on warm GETs (issue 12 item 8).
 
-Everything runs on 127.0.0.1: the fake Hub and two mirror daemons are separate
-processes, the client (aiohttp) runs here. Both daemons hold the same warm files; in the
-same run, in back-to-back rounds whose order alternates, it measures:
+Everything runs on 127.0.0.1: the fake Hub and three mirror daemons are separate
+processes, the client (aiohttp) runs here. The daemons hold the same warm files; in the
+same run it measures, first one daemon at a time in back-to-back rounds whose order
+rotates, then (small files) the three loaded at once:
 
   off:     [server] metrics = false, access_log = false (no /metrics route, no wrappers,
            no request observer, no access line);
@@ -15,18 +16,27 @@ same run, in back-to-back rounds whose order alternates, it measures:
 
   small: warm 4 KiB files x 200, N concurrent requests: requests per second, and the
          daemon's CPU time per request (from /proc: robust to a busy machine);
+  small at once: the three daemons loaded together for a few seconds a round (N
+         connections each, one client): requests per second and CPU per request of
+         each over the same moments, so a neighbour's burst on a shared host falls on
+         every side alike (rounds one at a time see it on one side only, which made
+         their ratios wander by 10-20% here);
   big:   one warm 1 GiB file (the fake Hub's random source), one stream: MB/s, and the
          daemon's CPU seconds per GiB.
 
-Target: on / off >= 0.97 for both; metrics / off tells the share of the metrics alone.
+Target: on / off >= 0.97 for both (for small files, judged on the at-once rounds, the
+least exposed to the machine's noise); metrics / off tells the share of the metrics alone.
 On a busy shared machine the wall-clock rates and even CPU per request are noisy, so the
 in-process cost of the code each side adds per request is printed too (the least noisy
 figure). Files are addressed by commit sha, so warm requests never ask upstream. Daemon
 logs go to files (as under journald or a file handler), not to a pipe this process would
 have to drain.
 
+`--calibrate` runs the same with all three daemons off (an A/A run): the spread of its
+ratios is the noise floor of this machine, to read the real run's ratios against.
+
 Usage: .venv/bin/python scripts/bench_observability.py [--files 200] [--requests 2000] [--concurrency 16]
-           [--rounds 10] [--big-mib 1024] [--big-rounds 4]
+           [--rounds 10] [--big-mib 1024] [--big-rounds 4] [--together-rounds 10] [--together-seconds 3]
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.update(NO_PROXY="127.0.0.1")
 
+import aiohttp  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from scripts.bench_auth import fetch_all  # noqa: E402
@@ -117,6 +128,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--big-mib", type=int, default=1024)
     ap.add_argument("--big-rounds", type=int, default=4)
+    ap.add_argument("--together-rounds", type=int, default=10)
+    ap.add_argument("--together-seconds", type=float, default=3.0)
+    ap.add_argument("--calibrate", action="store_true",
+                    help="an A/A run: all three daemons with metrics and access log off, to show the noise floor")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-obs-", dir=os.environ.get("BENCH_DIR")))
     hub = HubProcess()
@@ -129,10 +144,12 @@ def main() -> int:
         paths = [f"/{SMALL}/resolve/{sha}/{name}" for name in files]
         big = f"/{BIG}/resolve/{big_sha}/big.bin"
         off = LoggedDaemon(work / "off", hub.url, server={"access_log": False, "metrics": False})
-        met = LoggedDaemon(work / "metrics", hub.url, server={"access_log": False, "metrics": True})
-        on = LoggedDaemon(work / "on", hub.url, server={"access_log": True, "metrics": True})
-        tokens = {m: json.loads(cli(m, "token", "create", "--name", "prometheus", "--role", "auditor", "--json"))["token"]
-                  for m in (met, on)}
+        cal = args.calibrate
+        met = LoggedDaemon(work / "metrics", hub.url, server={"access_log": False, "metrics": not cal})
+        on = LoggedDaemon(work / "on", hub.url, server={"access_log": not cal, "metrics": not cal})
+        tokens = {} if cal else {
+            m: json.loads(cli(m, "token", "create", "--name", "prometheus", "--role", "auditor", "--json"))["token"]
+            for m in (met, on)}
         daemons += [off.start(), met.start(), on.start()]
         sides = (("off", off), ("metrics", met), ("on", on))
         for m in (off, met, on):  # warm: every file once, ingested
@@ -159,6 +176,14 @@ def main() -> int:
                     _s, took, size = scrape(m, tokens[m])
                     scrapes.append((took, size))
                 sent_on += args.requests if name == "on" else 0
+        both_rps: dict[str, list[float]] = {name: [] for name, _m in sides}
+        both_cpu: dict[str, list[float]] = {name: [] for name, _m in sides}
+        for i in range(args.together_rounds):  # who starts first rotates too
+            got = asyncio.run(together(sides[i % 3:] + sides[:i % 3], paths, args.together_seconds, args.concurrency))
+            for name, (n, r, c) in got.items():
+                both_rps[name].append(r)
+                both_cpu[name].append(c)
+                sent_on += n if name == "on" else 0
         for i in range(args.big_rounds):
             for name, m in sides[i % 3:] + sides[:i % 3]:
                 c0 = cpu_seconds(m.proc.pid)  # type: ignore[union-attr]
@@ -166,7 +191,7 @@ def main() -> int:
                 cpu_gib[name].append((cpu_seconds(m.proc.pid) - c0) / (args.big_mib / 1024))  # type: ignore[union-attr]
                 sent_on += name == "on"
         upstream = len(hub.counters()["requests"]) - before  # type: ignore[arg-type]
-        samples, took, size = scrape(on, tokens[on])
+        samples, took, size = scrape(on, tokens[on]) if not cal else ({}, 0.0, 0)
         counted = sum(v for (n, lab), v in samples.items() if n == "mirror_http_requests_total" and ("group", "files") in lab)
         store_bytes = samples.get(("mirror_file_sent_bytes_total", (("source", "store"),)), 0.0)
         access_lines = sum(1 for line in on.log_path.read_text().splitlines() if "mirror.access" in line)
@@ -192,8 +217,13 @@ def main() -> int:
                                       for a, b in zip(figures["off"], figures[side], strict=True))
             print(f"{'  ratio ' + side + ' / off':<46} {ratio:>9.3f}        median of same-round pairs {pairs:.3f}{target}")
 
+    print("one daemon at a time (rounds in rotating order):")
     show("small files, req/s", rps, "req/s")
     show("small files, daemon CPU us/request", cpu, "us", higher_is_better=False)
+    print(f"the three daemons loaded at once ({args.together_rounds} rounds of {args.together_seconds:g} s, "
+          f"{args.concurrency} connections each): the same moments of a shared machine for every side")
+    show("small files at once, req/s", both_rps, "req/s")
+    show("small files at once, daemon CPU us/request", both_cpu, "us", higher_is_better=False)
     show(f"{args.big_mib} MiB warm GET, MB/s", mbps, "MB/s")
     show(f"{args.big_mib} MiB warm GET, daemon CPU s/GiB", cpu_gib, "s", higher_is_better=False)
     off_cpu = statistics.median(cpu["off"])
@@ -203,6 +233,9 @@ def main() -> int:
           f"metrics alone {off_cpu / (off_cpu + metrics_us):.3f}")
     print(f"{'  the same access line through logging (before)':<46} {via_logging_us:>9.1f} us        "
           f"{via_logging_us / access_us:.1f}x the direct line")
+    if cal:
+        print("calibration (A/A): every side is 'off'; its ratios show how far identical daemons differ here")
+        return 0
     print(f"{'scrape of /metrics (after each round)':<46} {statistics.median(t for t, _ in scrapes) * 1000:>9.1f} ms"
           f"         {statistics.median(s for _, s in scrapes) / 1024:.1f} KiB")
     print(f"{'file requests counted / sent (on)':<46} {counted:>9.0f} / {sent_on}")
@@ -210,6 +243,43 @@ def main() -> int:
     print(f"{'access lines written (on)':<46} {access_lines:>9d}")
     print(f"{'upstream requests during the rounds':<46} {upstream:>9d}        (warm: expect 0)")
     return 0
+
+
+async def load_for(base: str, paths: list[str], seconds: float, concurrency: int) -> tuple[int, int]:
+    """(requests answered, failures) of `concurrency` connections GETting `paths` in turn
+    for `seconds`."""
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(base, connector=conn, auto_decompress=False) as s:
+        done = failures = 0
+        deadline = time.monotonic() + seconds
+
+        async def worker(k: int) -> None:
+            nonlocal done, failures
+            i = k
+            while time.monotonic() < deadline:
+                async with s.get(paths[i % len(paths)]) as r:
+                    await r.read()
+                    failures += r.status != 200
+                done += 1
+                i += concurrency
+
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        return done, failures
+
+
+async def together(sides: tuple[tuple[str, LoggedDaemon], ...], paths: list[str], seconds: float,
+                   concurrency: int) -> dict[str, tuple[int, float, float]]:
+    """Load every daemon at once for `seconds`: name -> (requests, req/s, daemon CPU us
+    per request). Whatever else the machine does then, every side lives through it."""
+    c0 = {name: cpu_seconds(m.proc.pid) for name, m in sides}  # type: ignore[union-attr]
+    t = time.perf_counter()
+    results = await asyncio.gather(*(load_for(m.url, paths, seconds, concurrency) for _name, m in sides))
+    elapsed = time.perf_counter() - t
+    out = {}
+    for (name, m), (n, failed) in zip(sides, results, strict=True):
+        assert failed == 0 and n > 0, f"{failed} of {n} requests failed ({name})"
+        out[name] = (n, n / elapsed, (cpu_seconds(m.proc.pid) - c0[name]) / n * 1e6)  # type: ignore[union-attr]
+    return out
 
 
 async def edge_cost(work: Path, n: int = 20000) -> tuple[float, float, float]:

@@ -20,12 +20,12 @@ It is safe without the escaping filter: every field that comes from the request 
 escaped where the line is built (middleware.py), the request id is one the daemon
 checked or made, and the rest are the daemon's own words.
 
-The lines finished in one turn of the event loop are written together, under the
-handler's lock, by a callback at the end of that turn (`call_soon`): one write system
-call for them all, which was most of a line's cost in the daemon (py-spy). A line
-is thus at most one turn of the loop later than its response's last bytes: as prompt as
-before for anyone reading the log, tests included. `flush()` runs at shutdown too
-(app.py serve).
+Lines are written in batches, under the handler's lock, one write system call each
+(the call was most of a line's cost in the daemon, py-spy): at the end of the loop's
+turn (`call_soon`) when the log was last written a while ago, so a lone request's line
+is there as soon as its answer; and after _COALESCE (5 ms) when it was written less than
+that ago, so a busy node writes a few hundred times a second, not once per request.
+`flush()` runs at shutdown too (app.py serve).
 
 The direct path is taken only while the root logger has exactly the handler the daemon
 configured (one `StreamHandler` with the text layout of logsafe.TEXT_FORMAT or the JSON
@@ -46,8 +46,10 @@ from mirror.jsonlog import JsonFormatter
 from mirror.logsafe import TEXT_FORMAT
 
 NAME = "mirror.access"
-# Lines held at most before a write, should one turn of the loop finish that many requests.
+# Lines held at most before a write.
 _MAX_PENDING = 256
+# Under load (the last write less than this ago), lines wait this long to share a write.
+_COALESCE = 0.005
 _TEMPLATE = '%s "%s %s" %d %d %.1fms id=%s group=%s source=%s cache=%s'
 
 log = logging.getLogger(NAME)
@@ -69,6 +71,7 @@ class AccessLog:
                   and type(fmt).formatTime is logging.Formatter.formatTime):
                 self._handler = handlers[0]
         self._pending: list[str] = []
+        self._flushed = 0.0
         self._second = -1
         self._second_text = ""
 
@@ -94,9 +97,16 @@ class AccessLog:
         self._pending.append(line)
         if len(self._pending) == 1:
             try:
-                asyncio.get_running_loop().call_soon(self.flush)
+                loop = asyncio.get_running_loop()
             except RuntimeError:  # no loop: nothing would flush later
                 self.flush()
+                return
+            # Busy (a write less than COALESCE ago): gather the next few milliseconds'
+            # lines into one write; else write at the end of this turn.
+            if time.monotonic() - self._flushed < _COALESCE:
+                loop.call_later(_COALESCE, self.flush)
+            else:
+                loop.call_soon(self.flush)
         elif len(self._pending) >= _MAX_PENDING:
             self.flush()
 
@@ -106,6 +116,7 @@ class AccessLog:
             return
         text = "\n".join(self._pending) + "\n"
         self._pending.clear()
+        self._flushed = time.monotonic()
         h = self._handler
         with h.lock:  # type: ignore[union-attr]
             h.stream.write(text)
