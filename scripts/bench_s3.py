@@ -16,7 +16,10 @@ no fault set: it records every request and the bytes of request bodies). A file 
      GiB and per 8 MiB of pack (target: at most one request per 8 MiB, no HEAD);
   3. read throughput of the file through the same reader from a bucket-backed store
      (`[store] backend = "s3"`: CachedBackend over S3Backend, its cache emptied) vs the
-     same store on local files.
+     same store on local files;
+  4. the check a node makes before serving a stored file from that store: every chunk
+     present? `ChunkStore.servable` (no request) vs `has` (a HEAD per uncached chunk,
+     what the check cost before), same chunks, same run.
 
 Usage: .venv/bin/python scripts/bench_s3.py [--size 256M] [--threads 8]
 """
@@ -127,6 +130,7 @@ def main() -> None:
 
             # 3. The file from a bucket-backed store with an emptied cache vs a local store.
             results = {}
+            checks: dict[str, float] = {}
             for name in ("local", "s3"):
                 lay = open_layout(tmp / name)
                 backend: ChunkBackend = LocalBackend(lay)
@@ -138,11 +142,21 @@ def main() -> None:
                 if isinstance(backend, CachedBackend):
                     for cid, _f in chunks:
                         backend.drop_cached(cid)
+                    # 4. Before serving a stored file the node checks its chunks are there:
+                    #    `has` (a HEAD per uncached chunk, as before) vs `servable` (none).
+                    for check in ("has", "servable"):
+                        t = time.perf_counter()
+                        present = all(getattr(st, check)(cid) for cid, _f in chunks)
+                        checks[check] = time.perf_counter() - t
+                        assert present
                 took, n = asyncio.run(stream(st, refs, args.threads))
                 assert n == size
                 results[name] = n / took / 1e6
                 print(f"store:    {name:5s} read of the file {took:.2f} s ({results[name]:.0f} MB/s)")
             print(f"store:    bucket-backed (emptied cache) / local = {results['s3'] / results['local']:.2f}")
+            print(f"presence: {len(chunks)} uncached chunks of a stored file checked before serving it: "
+                  f"{checks['servable'] * 1000:.1f} ms (servable, no request) vs {checks['has'] * 1000:.0f} ms "
+                  f"(has, a HEAD each, before this change)")
     finally:
         moto.stop()
         shutil.rmtree(tmp, ignore_errors=True)
