@@ -184,16 +184,32 @@ def _wait_stored(config: Path, env: dict[str, str], n: int) -> None:
         time.sleep(0.3)
 
 
+# Credentials from the environment (obstore's default chain); nothing in the config.
+ENV = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+
+
+def _bucket_daemon(data: Path, hub: FakeHub, bucket: str, proxy: FaultProxy, retries: int) -> MirrorDaemon:
+    """A daemon whose chunk store is `bucket` (through `proxy`), with a 64 MiB cache."""
+    return MirrorDaemon(data, hub.url, env=ENV,
+                        store={"backend": "s3", "url": f"s3://{bucket}/mirror", "cache_size": "64M"},
+                        s3={"endpoint": proxy.url, "region": "us-east-1", "retries": retries, "timeout": 5.0})
+
+
+def _restart_with_empty_cache(m: MirrorDaemon) -> None:
+    """Stop, lose the cache (a new disk for chunks; catalog and keys stay), start."""
+    m.stop()
+    shutil.rmtree(m.data_dir / "chunks")
+    (m.data_dir / "chunks").mkdir()
+    m.start()
+
+
 def test_daemon_on_a_bucket_refills_from_it_and_rides_out_an_outage(hub: FakeHub, moto_s3: MotoS3, tmp_path: Path) -> None:
     one, two = rand(5 * MiB + 11, 21), rand(3 * MiB + 7, 22)
     hub.commit("org/m", {"model.safetensors": one, "extra.bin": two})
     bucket = moto_s3.bucket("daemon")
-    # Credentials from the environment (obstore's default chain); nothing in the config.
-    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    env = ENV
     with FaultProxy(moto_s3.url) as proxy:
-        m = MirrorDaemon(tmp_path / "data", hub.url, env=env,
-                         store={"backend": "s3", "url": f"s3://{bucket}/mirror", "cache_size": "64M"},
-                         s3={"endpoint": proxy.url, "region": "us-east-1", "retries": 1, "timeout": 5.0})
+        m = _bucket_daemon(tmp_path / "data", hub, bucket, proxy, retries=1)
         assert SECRET_KEY not in m.config_path.read_text()
 
         def pull(path: str, client: str) -> bytes:
@@ -205,12 +221,8 @@ def test_daemon_on_a_bucket_refills_from_it_and_rides_out_an_outage(hub: FakeHub
             _wait_stored(m.config_path, env, 1)
             chunks = [k for k in moto_s3.keys(bucket) if k.startswith("mirror/chunks/")]
             assert chunks and "mirror/FORMAT" in moto_s3.keys(bucket)
-            m.stop()
-            # The cache is lost (a new disk for chunks); catalog and keys stay.
-            shutil.rmtree(tmp_path / "data" / "chunks")
-            (tmp_path / "data" / "chunks").mkdir()
             hub.reset_counters()
-            m.start()
+            _restart_with_empty_cache(m)
             proxy.clear()
             assert pull("model.safetensors", "c2") == one
             assert hub.bytes_sent_for(sha256(one)) == 0  # every byte from the bucket
@@ -250,20 +262,14 @@ def test_a_bucket_that_stops_answering_mid_file_hands_the_stream_to_upstream(hub
     body = rand(4 * MiB + 9, 23)
     hub.commit("org/o", {"model.safetensors": body})
     bucket = moto_s3.bucket("outage")
-    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
     with FaultProxy(moto_s3.url) as proxy:
-        m = MirrorDaemon(tmp_path / "data", hub.url, env=env,
-                         store={"backend": "s3", "url": f"s3://{bucket}/mirror", "cache_size": "64M"},
-                         s3={"endpoint": proxy.url, "region": "us-east-1", "retries": 0, "timeout": 5.0})
+        m = _bucket_daemon(tmp_path / "data", hub, bucket, proxy, retries=0)
         url = "/org/o/resolve/main/model.safetensors"
         try:
             m.start()
             assert raw(m.url + url)[2] == body
-            _wait_stored(m.config_path, env, 1)
-            m.stop()
-            shutil.rmtree(tmp_path / "data" / "chunks")  # only the bucket holds the chunks now
-            (tmp_path / "data" / "chunks").mkdir()
-            m.start()
+            _wait_stored(m.config_path, ENV, 1)
+            _restart_with_empty_cache(m)  # only the bucket holds the chunks now
             proxy.clear()
             proxy.fail(10**6, 503, "SlowDown", method="GET", path="/chunks/")  # the bucket answers the rest
             hub.reset_counters()
