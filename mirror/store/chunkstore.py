@@ -23,9 +23,7 @@ The store knows nothing of files, repos or the catalog.
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +36,7 @@ from mirror.errors import ChunkMissing, CorruptChunk, IntegrityError
 from mirror.store.codec import HEADER_SIZE, MAX_CHUNK, RAW, Buffer, Codec, FrameError, peek_header
 from mirror.store.backend import CachingBackend, ChunkBackend, FileBackend
 from mirror.store.fsio import DurableFS
-from mirror.store.layout import is_chunk_id
+from mirror.store.quarantine import ChunkQuarantine
 
 # No frame is larger than a raw frame of the largest chunk: compressed frames are only
 # kept when they are smaller than raw.
@@ -106,6 +104,7 @@ class ChunkStore:
         self.verify_reads = verify_reads
         self._files = backend if isinstance(backend, FileBackend) else None
         self._cache = backend if isinstance(backend, CachingBackend) else None
+        self._quarantine = ChunkQuarantine(quarantine_dir, backend)
         self._local = threading.local()
 
     def _codec(self) -> Codec:
@@ -354,51 +353,22 @@ class ChunkStore:
 
     def quarantine(self, cid: str) -> bool:
         """Move a chunk that failed verification out of the readable set, keeping its
-        frame for inspection under the quarantine directory."""
-        if not is_chunk_id(cid):
-            raise ValueError(f"not a chunk id: {cid[:80]!r}")
-        dest = self.quarantine_dir / cid
-        if self._files is not None:
-            try:
-                os.replace(self._files.path_of(cid), dest)
-                return True
-            except FileNotFoundError:
-                return False
-        try:
-            frame = self.backend.get(cid)
-        except ChunkMissing:
-            return False
-        tmp = self.quarantine_dir / f".{cid}.{uuid.uuid4().hex[:8]}"
-        tmp.write_bytes(frame)
-        os.replace(tmp, dest)
-        if self._cache is not None and self._cache.drop_cached(cid):
-            # The frame read was a local copy: if the durable one differs, only the copy
-            # was damaged (a local disk's fault), and the durable one stays readable.
-            try:
-                durable = self.backend.get(cid)
-            except ChunkMissing:
-                return True
-            if durable != frame:
-                return True
-        return self.backend.delete(cid)
+        frame for inspection under the quarantine directory (store/quarantine.py)."""
+        return self._quarantine.move(cid)
 
     def quarantine_if_bad(self, cid: str) -> bool:
         """Quarantine the chunk, then judge the frame that was moved: a reader may have
         replaced a rotten chunk by a good copy since it was found bad, and that one goes
         back. True if a bad frame is now in quarantine."""
-        if not self.quarantine(cid):
-            return False
-        moved = self.quarantine_dir / cid
+        return self._quarantine.move_if_bad(cid, lambda moved: self._good_frame(cid, moved))
+
+    def _good_frame(self, cid: str, path: Path) -> bytes | None:
+        """The frame in `path` when it is a good frame of `cid`, else None."""
         try:
-            frame = moved.read_bytes() if moved.stat().st_size <= MAX_FRAME else b""
-            good = bool(frame) and chunk_id_of(self._codec().decode(frame)) == cid
+            frame = path.read_bytes() if path.stat().st_size <= MAX_FRAME else b""
+            return frame if frame and chunk_id_of(self._codec().decode(frame)) == cid else None
         except (IntegrityError, ValueError, OSError):
-            good = False
-        if not good:
-            return True
-        self.backend.put(cid, frame)  # durable; a no-op if a copy is there again
-        os.unlink(moved)
-        return False
+            return None
 
     def iter_ids(self) -> Iterator[str]:
         """Every chunk id stored in the backend (archived-only chunks are not listed)."""
