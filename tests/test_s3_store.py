@@ -286,3 +286,27 @@ def test_a_bucket_that_stops_answering_mid_file_hands_the_stream_to_upstream(hub
         finally:
             if m.proc is not None and m.proc.poll() is None:
                 m.stop()
+
+
+async def test_lifecycle_rounds_on_a_bucket_backed_node_with_the_default_watermarks(moto_s3: MotoS3,
+                                                                                   tmp_path: Path) -> None:
+    """The default watermarks are shares of a local volume ("90%"); a bucket has none.
+    Eviction then does nothing and says why, and the daemon's round goes on to GC (which
+    publishes this node's references to the bucket), instead of failing at eviction
+    every round."""
+    bucket = moto_s3.bucket("rounds")
+    creds = tmp_path / "s3-credentials"
+    creds.write_text(f"[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n")
+    creds.chmod(0o600)
+    cfg = config.load(env={}, overrides={
+        "store": {"data_dir": str(tmp_path / "data"), "backend": "s3", "url": f"s3://{bucket}/n", "cache_size": "1M"},
+        "s3": {"endpoint": moto_s3.url, "region": "us-east-1", "credentials_file": str(creds)}})
+    assert cfg.lifecycle.high_watermark.endswith("%")  # the defaults
+    node = await open_node(cfg)
+    try:
+        rep = await node.lifecycle.evictor.evict()
+        assert rep.evicted == [] and "bucket" in rep.note and "[store] cache_size" in rep.note, rep
+        out = await node.lifecycle.run_once()
+        assert out["gc"].bucket is not None  # the round reached GC, and GC the bucket's collection
+    finally:
+        await node.close()

@@ -5,7 +5,9 @@ first until the bytes they free (chunks no kept revision needs any more, counted
 bring usage to `low_watermark`. A watermark is a share of the data volume (`90%`, via
 statvfs) or an absolute size of the store (`500G`, hot frames plus packs). A revision
 used within `gc_grace` is never dropped (a reader in another process may be streaming
-it). Dropping forgets the listing and access rows and is audited (`lifecycle.evict`, by
+it). A store in a bucket (`[store] backend = "s3"`) has no volume for a share to be
+of: with percentage watermarks nothing is evicted and the report says why (its local
+copies are bounded by `[store] cache_size`); sizes bound what the node keeps there. Dropping forgets the listing and access rows and is audited (`lifecycle.evict`, by
 the caller's `actor`: 'lifecycle' for the daemon's rounds); the bytes go at the next GC.
 A later request simply fetches the file again.
 """
@@ -27,6 +29,10 @@ from mirror.store.chunkstore import ChunkStore
 
 log = logging.getLogger("mirror.lifecycle")
 
+_BUCKET_PERCENT = ("nothing to evict by percentage watermarks: the store is a bucket, not a local volume, and its "
+                   "local copies are bounded by [store] cache_size; give sizes (e.g. \"500G\") to bound what this "
+                   "node keeps in the bucket")
+
 
 @dataclass
 class EvictReport:
@@ -35,6 +41,7 @@ class EvictReport:
     low: int = 0
     evicted: list[str] = field(default_factory=list)
     freed_estimate: int = 0
+    note: str = ""  # why nothing was considered, when nothing could be
 
 
 class Evictor:
@@ -70,6 +77,9 @@ class Evictor:
             return await self._evict(policy, dry_run, actor)
 
     async def _evict(self, policy: Policy, dry_run: bool, actor: str) -> EvictReport:
+        if self.store.shared and self.store.capacity() is None and (policy.high.percent is not None
+                                                                     or policy.low.percent is not None):
+            return EvictReport(note=_BUCKET_PERCENT)
         await flush_access(self.catalog)
         used, high, low = await self.usage(policy)
         rep = EvictReport(used, high, low)
