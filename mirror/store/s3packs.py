@@ -30,6 +30,11 @@ the change on its next miss (a directory listing, no request). It is reconciled 
 the bucket (one LIST, plus the index of a pack it lacks: three small ranged GETs) when
 an archive run starts (`remove_stale_temps`) and when GC lists the packs (`names`).
 
+Ownership: the packs under a prefix are one node's (its catalog records them; its GC
+deletes the ones it never recorded). Before its first upload or deletion in a process,
+the store claims the prefix (mirror/s3/layout.py `claim_packs`, `packs-owner`): another
+node's prefix is refused with StorageError, before any work of an archive run.
+
 An unreachable bucket: a read of an archived chunk raises PackUnavailable (a
 ChunkMissing saying why) and `has` answers False for COOLDOWN seconds after, so the file
 is fetched from its other origins (peers, upstream) as for any missing chunk, while the
