@@ -11,8 +11,10 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 _HF_HOME = tempfile.mkdtemp(prefix="mirror-tests-hf-home-")
@@ -63,6 +65,26 @@ def raw(url: str, method: str = "GET", headers: dict[str, str] | None = None, da
 
 def start_mirror(tmp: Path, hub: FakeHub, **tables: dict[str, object]) -> MirrorDaemon:
     return MirrorDaemon(tmp / "data", hub.url, **tables).start()
+
+
+def log_mark(m: MirrorDaemon, timeout: float = 10.0) -> int:
+    """A place in the daemon's log after the lines of every request answered so far:
+    one request with a fresh id (a 404: failures always log), then wait for its line.
+    The daemon writes its access lines in order, so every earlier one is before it."""
+    rid = f"mark-{uuid.uuid4().hex}"
+    raw(m.url + "/_log-mark", headers={"X-Request-Id": rid})
+    deadline = time.monotonic() + timeout
+    while True:
+        for i in range(len(m.log) - 1, -1, -1):
+            if f"id={rid}" in m.log[i]:
+                return i + 1
+        assert time.monotonic() < deadline, f"no access line for {rid}: {m.log[-5:]}"
+        time.sleep(0.02)
+
+
+def access_between(m: MirrorDaemon, start: int, end: int) -> list[str]:
+    """The access lines between two `log_mark`s (the marks' own lines left out)."""
+    return [line for line in m.log[start:end] if "mirror.access" in line and '"GET /_log-mark"' not in line]
 
 
 def access_lines(m: MirrorDaemon, needle: str) -> list[str]:

@@ -122,6 +122,19 @@ def test_the_dashboard_in_headless_chromium(browser: Any, tmp_path: Path) -> Non
             m.stop()
 
 
+def _follow(browser: Any, element: Any, By: Any) -> None:
+    """Click a link or a submit button and wait (bounded) until the next page has loaded:
+    `click` returns before the navigation, so reading the page at once may read the old
+    one, or a page whose URL the driver has not taken up yet."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 20).until(expected_conditions.staleness_of(old))
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def _severe(browser: Any) -> list[str]:
     return [f"{e['level']} {e['message']}" for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
 
@@ -130,7 +143,7 @@ def _check_pages(browser: Any, m: MirrorDaemon, aud: str, v1: str, tmp_path: Pat
     # Sign in through the form, as a person would.
     browser.get(f"{m.url}/ui/login?next=/ui")
     browser.find_element(By.ID, "token").send_keys(aud)
-    browser.find_element(By.ID, "sign-in").click()
+    _follow(browser, browser.find_element(By.ID, "sign-in"), By)
     assert browser.current_url == f"{m.url}/ui", browser.page_source[:500]
     assert "ops (auditor)" in browser.find_element(By.CSS_SELECTOR, "form.who").text
     assert _severe(browser) == []
@@ -179,11 +192,11 @@ def _check_pages(browser: Any, m: MirrorDaemon, aud: str, v1: str, tmp_path: Pat
     assert browser.save_screenshot(str(shot)) and _png_size(shot)[0] >= 800
 
     # Overview -> repo -> revision -> file, by clicking.
-    browser.find_element(By.CSS_SELECTOR, "#top-repos").find_element(By.LINK_TEXT, REPO).click()
+    _follow(browser, browser.find_element(By.CSS_SELECTOR, "#top-repos").find_element(By.LINK_TEXT, REPO), By)
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith(REPO)
-    browser.find_element(By.CSS_SELECTOR, f'a.sha[title="{v1}"]').click()
+    _follow(browser, browser.find_element(By.CSS_SELECTOR, f'a.sha[title="{v1}"]'), By)
     assert browser.find_element(By.ID, "commit").text == v1
-    browser.find_element(By.LINK_TEXT, "model.safetensors").click()
+    _follow(browser, browser.find_element(By.LINK_TEXT, "model.safetensors"), By)
     assert browser.find_element(By.ID, "file-path").text == "model.safetensors"
     assert browser.find_element(By.ID, "file-size").get_attribute("data-value") == str(2 * MiB)
     assert browser.find_element(By.ID, "file-cached").text == "cached"

@@ -20,11 +20,13 @@ It is safe without the escaping filter: every field that comes from the request 
 escaped where the line is built (middleware.py), the request id is one the daemon
 checked or made, and the rest are the daemon's own words.
 
-Lines are written in batches, under the handler's lock, one write system call each
-(the call was most of a line's cost in the daemon, py-spy): at the end of the loop's
-turn (`call_soon`) when the log was last written a while ago, so a lone request's line
-is there as soon as its answer; and after _COALESCE (5 ms) when it was written less than
-that ago, so a busy node writes a few hundred times a second, not once per request.
+The lines finished in one turn of the event loop are written together, under the
+handler's lock, by a callback at the end of that turn (`call_soon`): one write system
+call for them, which was most of a line's cost in the daemon (py-spy). A line is thus
+at most one turn of the loop later than its response's last bytes, as prompt as before
+for anyone reading the log: tests read the log right after a request, and the lines of
+one test must not land in the next one's window. (Holding lines a few milliseconds
+under load, to share more writes, did exactly that, and was taken out.)
 `flush()` runs at shutdown too (app.py serve).
 
 The direct path is taken only while the root logger has exactly the handler the daemon
@@ -46,10 +48,8 @@ from mirror.jsonlog import JsonFormatter
 from mirror.logsafe import TEXT_FORMAT
 
 NAME = "mirror.access"
-# Lines held at most before a write.
+# Lines held at most before a write, should one turn of the loop finish that many requests.
 _MAX_PENDING = 256
-# Under load (the last write less than this ago), lines wait this long to share a write.
-_COALESCE = 0.005
 _TEMPLATE = '%s "%s %s" %d %d %.1fms id=%s group=%s source=%s cache=%s'
 
 log = logging.getLogger(NAME)
@@ -71,7 +71,6 @@ class AccessLog:
                   and type(fmt).formatTime is logging.Formatter.formatTime):
                 self._handler = handlers[0]
         self._pending: list[str] = []
-        self._flushed = 0.0
         self._second = -1
         self._second_text = ""
 
@@ -97,16 +96,9 @@ class AccessLog:
         self._pending.append(line)
         if len(self._pending) == 1:
             try:
-                loop = asyncio.get_running_loop()
+                asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:  # no loop: nothing would flush later
                 self.flush()
-                return
-            # Busy (a write less than COALESCE ago): gather the next few milliseconds'
-            # lines into one write; else write at the end of this turn.
-            if time.monotonic() - self._flushed < _COALESCE:
-                loop.call_later(_COALESCE, self.flush)
-            else:
-                loop.call_soon(self.flush)
         elif len(self._pending) >= _MAX_PENDING:
             self.flush()
 
@@ -116,7 +108,6 @@ class AccessLog:
             return
         text = "\n".join(self._pending) + "\n"
         self._pending.clear()
-        self._flushed = time.monotonic()
         h = self._handler
         with h.lock:  # type: ignore[union-attr]
             h.stream.write(text)
