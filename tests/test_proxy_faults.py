@@ -351,10 +351,9 @@ def test_client_cache_works_with_mirror_stopped(hub: FakeHub, tmp_path: Path) ->
     m = start_mirror(tmp_path, hub)
     snap = snapshot_download("org/m", endpoint=m.url, cache_dir=tmp_path / "c")
     assert m.stop() == 0
-    t = time.monotonic()
     assert snapshot_download("org/m", endpoint=m.url, cache_dir=tmp_path / "c") == snap
     p = hf_hub_download("org/m", "config.json", revision="main", endpoint=m.url, cache_dir=tmp_path / "c")
-    assert Path(p).read_bytes() == files["config.json"] and time.monotonic() - t < 5
+    assert Path(p).read_bytes() == files["config.json"]
 
 
 def test_whoami_passes_through(hub: FakeHub, tmp_path: Path) -> None:
