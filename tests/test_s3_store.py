@@ -138,14 +138,21 @@ def test_a_damaged_local_copy_is_quarantined_and_the_bucket_copy_kept(moto_s3: M
     assert store.quarantine(cid) is True and not store.has(cid)
 
 
-async def test_node_opens_on_a_bucket_with_a_credentials_file(moto_s3: MotoS3, tmp_path: Path) -> None:
-    bucket = moto_s3.bucket("node")
+def _bucket_node_config(moto: MotoS3, tmp_path: Path, hint: str, mode: int = 0o600) -> tuple[config.Config, Path]:
+    """A config for a node whose chunk store is a new bucket, with its credentials in an
+    AWS-format file of `mode` (the file is returned too)."""
+    bucket = moto.bucket(hint)
     creds = tmp_path / "s3-credentials"
     creds.write_text(f"[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n")
-    creds.chmod(0o640)
+    creds.chmod(mode)
     cfg = config.load(env={}, overrides={
         "store": {"data_dir": str(tmp_path / "data"), "backend": "s3", "url": f"s3://{bucket}/n", "cache_size": "1M"},
-        "s3": {"endpoint": moto_s3.url, "region": "us-east-1", "credentials_file": str(creds)}})
+        "s3": {"endpoint": moto.url, "region": "us-east-1", "credentials_file": str(creds)}})
+    return cfg, creds
+
+
+async def test_node_opens_on_a_bucket_with_a_credentials_file(moto_s3: MotoS3, tmp_path: Path) -> None:
+    cfg, creds = _bucket_node_config(moto_s3, tmp_path, "node", mode=0o640)
     with pytest.raises(ConfigError, match="chmod 600") as err:
         await open_node(cfg)
     assert SECRET_KEY not in str(err.value) and not (tmp_path / "data").exists()  # refused before anything opens
@@ -155,7 +162,7 @@ async def test_node_opens_on_a_bucket_with_a_credentials_file(moto_s3: MotoS3, t
         assert isinstance(node.store.backend, CachedBackend)
         raw = rand(3 * MiB, 5)
         put = node.store.put_raw(raw)
-        assert f"n/chunks/{put.chunk_id[:2]}/{put.chunk_id}" in moto_s3.keys(bucket)
+        assert f"n/chunks/{put.chunk_id[:2]}/{put.chunk_id}" in moto_s3.keys(S3Url.parse(cfg.store.url, "url").bucket)
         node.store.backend.drop_cached(put.chunk_id)  # type: ignore[attr-defined]
         assert bytes(node.store.read(put.chunk_id)) == raw
     finally:
@@ -294,13 +301,7 @@ async def test_lifecycle_rounds_on_a_bucket_backed_node_with_the_default_waterma
     Eviction then does nothing and says why, and the daemon's round goes on to GC (which
     publishes this node's references to the bucket), instead of failing at eviction
     every round."""
-    bucket = moto_s3.bucket("rounds")
-    creds = tmp_path / "s3-credentials"
-    creds.write_text(f"[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n")
-    creds.chmod(0o600)
-    cfg = config.load(env={}, overrides={
-        "store": {"data_dir": str(tmp_path / "data"), "backend": "s3", "url": f"s3://{bucket}/n", "cache_size": "1M"},
-        "s3": {"endpoint": moto_s3.url, "region": "us-east-1", "credentials_file": str(creds)}})
+    cfg, _creds = _bucket_node_config(moto_s3, tmp_path, "rounds")
     assert cfg.lifecycle.high_watermark.endswith("%")  # the defaults
     node = await open_node(cfg)
     try:
