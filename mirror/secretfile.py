@@ -8,7 +8,22 @@ import ctypes
 import os
 from pathlib import Path
 
-from mirror.config import ConfigError
+from mirror.errors import ConfigError
+
+
+def read_private_text(path: str, key: str) -> str:
+    """The text of a file only its owner may read (threat-model A4). ConfigError names the
+    file and the config key, never a value: group- or world-readable, unreadable, not
+    text."""
+    try:
+        st = os.stat(path)
+        if st.st_mode & 0o077:
+            raise ConfigError(f"{path} ({key}) is readable by others (mode {st.st_mode & 0o777:o}); run chmod 600")
+        return Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path} ({key}): {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} ({key}): not a text file") from None
 
 
 def read_secret_file(path: str, key: str, *, what: str = "one Hub token", min_len: int = 1) -> str | None:
@@ -16,13 +31,7 @@ def read_secret_file(path: str, key: str, *, what: str = "one Hub token", min_le
     refused when group- or world-readable, like the node key (threat-model A4)."""
     if not path:
         return None
-    try:
-        st = os.stat(path)
-        if st.st_mode & 0o077:
-            raise ConfigError(f"{path} ({key}) is readable by others (mode {st.st_mode & 0o777:o}); run chmod 600")
-        text = Path(path).read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"{path} ({key}): {exc.strerror}") from None
+    text = read_private_text(path, key).strip()
     if len(text) < min_len or not text.isascii() or not text.isprintable() or " " in text:
         raise ConfigError(f"{path} ({key}) must hold {what}")
     return text

@@ -23,12 +23,11 @@ scrubs its values from every message it raises (client.py `_scrub`).
 from __future__ import annotations
 
 import configparser
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from mirror.errors import ConfigError
+from mirror.secretfile import read_private_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,15 +57,7 @@ def load_credentials(path: str, key: str = "s3.credentials_file") -> Credentials
     ConfigError names the file and the key, never a value."""
     if not path:
         return None
-    try:
-        st = os.stat(path)
-        if st.st_mode & 0o077:
-            raise ConfigError(f"{path} ({key}) is readable by others (mode {st.st_mode & 0o777:o}); run chmod 600")
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path} ({key}): {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} ({key}): not a text file") from None
+    text = read_private_text(path, key)
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read_string(text, source=path)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from concurrent import futures
 from concurrent.futures import Executor, Future
 
 from mirror.errors import BadSignature, MirrorError
@@ -97,11 +98,7 @@ class BucketManifests:
         """Wait for the queued publications (tests, and closing the node)."""
         with self._lock:
             pending = list(self._pending)
-        for fut in pending:
-            try:
-                fut.result(timeout)
-            except Exception:
-                pass
+        futures.wait(pending, timeout)  # failures were logged where they happened
 
     def _publish_logged(self, man: Manifest) -> bool:
         try:

@@ -36,6 +36,7 @@ import re
 import threading
 import time
 import zlib
+from concurrent import futures
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
@@ -153,11 +154,7 @@ class RefPublisher:
         raises: a delta that failed is logged, and the next full set covers it)."""
         with self._lock:
             pending = list(self._pending)
-        for fut in pending:
-            try:
-                fut.result(timeout)
-            except Exception:
-                pass
+        futures.wait(pending, timeout)  # failures were logged where they happened
 
     def _put_delta(self, name: str, refs: RefSet) -> None:
         try:
